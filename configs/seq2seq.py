@@ -1,0 +1,46 @@
+"""Seq2seq with Luong attention trained by MLE: the baseline every paper starts from.
+
+Variants (``--config configs/seq2seq.py:VARIANT``):
+  default  full-size settings (hidden/embedding 512, vocabulary 8k, 50k steps);
+  demo     the embedded chatterbot corpus, a small model, a few minutes on a 2-core CPU.
+"""
+from vedgan import configlib
+
+
+def get_config(variant: str = "default"):
+  c = configlib.base_config()
+  c.objective = "seq2seq"
+
+  c.model = configlib.ml_collections.ConfigDict()
+  c.model.embed_dim = 512
+  c.model.hidden = 512
+  c.model.encoder_layers = 1
+  c.model.attention = "general"       # Luong score: dot | general | scaled_dot
+  c.model.tie_embeddings = False
+  c.model.dropout = 0.2
+  c.model.dtype = "float32"           # compute dtype: float32 | bfloat16
+  c.model.unroll = 1
+
+  c.tokenizer.vocab_size = 8000
+  c.train.batch_size = 128
+  c.stages.mle = configlib.stage("mle", num_steps=50_000, learning_rate=1e-3)
+  c.stage_order = ("mle",)
+
+  variant = variant or "default"
+  if variant == "demo":
+    c.tokenizer.vocab_size = 1000
+    c.model.embed_dim = 64
+    c.model.hidden = 96
+    c.model.dropout = 0.1
+    c.model.tie_embeddings = True
+    c.train.batch_size = 32
+    c.train.eval_batch_size = 128
+    c.train.eval_every = 250
+    c.train.checkpoint_every = 250
+    c.train.log_every = 25
+    c.stages.mle.num_steps = 1000
+    c.stages.mle.learning_rate = 3e-3
+  elif variant != "default":
+    raise configlib.ConfigError(f"unknown variant {variant!r} of configs/seq2seq.py; "
+                                "use 'demo' or 'default'")
+  return c

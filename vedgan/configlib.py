@@ -1,0 +1,181 @@
+"""Shared config defaults and checks for ``configs/*.py``.
+
+Every config is an ``ml_collections.ConfigDict`` with these sections:
+
+* ``objective``: registry name (see :mod:`vedgan.objectives`);
+* ``seed``;
+* ``data``: dataset, context handling, lengths and buckets;
+* ``tokenizer``: kind and vocabulary size;
+* ``model``: network sizes (objective specific);
+* ``optimizer``: Adam and clipping (the learning rate lives in each stage);
+* ``train``: batch sizes, evaluation, checkpoint and logging cadence;
+* ``decode``: decoding settings for samples and evaluation;
+* ``stages`` + ``stage_order``: the training recipe as data. Each stage has
+  ``step`` (a step-function name, or a cycle such as ``"disc*5,gen*1"``),
+  ``num_steps``, ``learning_rate`` and optional ``warmup_steps``, ``lr_decay``,
+  ``lr_decay_every``.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from vedgan.errors import ConfigError  # noqa: F401  (re-exported for configs)
+
+# Sections whose change makes an existing workdir unusable (the networks, the
+# vocabulary or the data the tokenizer was trained on would differ).
+STRUCTURAL_SECTIONS = ("objective", "model", "tokenizer", "data")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults shared by all objectives; each config file overrides what it needs."""
+  c = ml_collections.ConfigDict()
+  c.objective = "seq2seq"
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "chatterbot_corpus"   # TFDS builder (see vedgan.data.sources)
+  c.data.data_dir = ""                # "" = $VEDGAN_DATA_DIR or ~/.cache/vedgan/tfds
+  c.data.context_turns = 1            # previous turns joined into the context
+  c.data.eou = "<eou>"                # joins context turns
+  c.data.max_context_len = 32         # tokens; longer contexts keep their end
+  c.data.max_response_len = 24        # tokens incl. EOS; longer responses are cut
+  c.data.buckets = (8, 16, 32)        # padded lengths (static shapes for jit)
+
+  c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.kind = "sentencepiece"
+  c.tokenizer.model_type = "unigram"  # or "bpe"
+  c.tokenizer.vocab_size = 2000
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.grad_clip_norm = 5.0
+  c.optimizer.grad_clip_value = 0.0
+  c.optimizer.weight_decay = 0.0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 64             # global, split over all devices
+  c.train.eval_batch_size = 64
+  c.train.eval_every = 500            # steps; evaluation also runs at step 0 and at the end
+  c.train.eval_batches = 0            # 0 = the whole validation split
+  c.train.checkpoint_every = 1000
+  c.train.max_checkpoints = 2
+  c.train.log_every = 50
+  c.train.num_samples = 4             # validation contexts decoded at each evaluation
+  c.train.progress = True             # progress bar on stderr
+  c.train.distributed = False         # call jax.distributed.initialize() (multi-host)
+
+  c.decode = ml_collections.ConfigDict()
+  c.decode.mode = "greedy"            # greedy | sample | beam
+  c.decode.temperature = 1.0
+  c.decode.top_k = 0
+  c.decode.beam_width = 4
+  c.decode.length_penalty = 0.0
+  c.decode.forbid_unk = True
+
+  c.stages = ml_collections.ConfigDict()
+  c.stage_order = ()
+  return c
+
+
+def stage(step: str, num_steps: int, learning_rate: float, **extra) -> ml_collections.ConfigDict:
+  """One entry of ``config.stages``."""
+  return ml_collections.ConfigDict(dict(step=step, num_steps=num_steps,
+                                        learning_rate=learning_rate, warmup_steps=0,
+                                        lr_decay=1.0, lr_decay_every=1, **extra))
+
+
+def parse_cycle(step: str) -> list[tuple[str, int]]:
+  """``"disc*5,gen*1"`` -> ``[("disc", 5), ("gen", 1)]``; ``"mle"`` -> ``[("mle", 1)]``."""
+  cycle = []
+  for part in str(step).split(","):
+    name, _, count = part.strip().partition("*")
+    try:
+      n = int(count) if count else 1
+    except ValueError:
+      n = 0
+    if not name or n <= 0:
+      raise ConfigError(f"stage step {step!r} is malformed; write 'name' or 'name*count,name*count'")
+    cycle.append((name, n))
+  return cycle
+
+
+def ordered_stages(config) -> list[tuple[str, ml_collections.ConfigDict]]:
+  """``[(name, stage)]`` in ``config.stage_order``, after checking the recipe."""
+  order = tuple(config.stage_order)
+  if not order:
+    raise ConfigError("config.stage_order is empty; list at least one stage of config.stages")
+  unknown = [n for n in order if n not in config.stages]
+  if unknown:
+    raise ConfigError(f"config.stage_order names unknown stage(s) {unknown}; "
+                      f"config.stages has {sorted(config.stages.keys())}")
+  if len(set(order)) != len(order):
+    raise ConfigError(f"config.stage_order {order} repeats a stage name")
+  out = []
+  for name in order:
+    s = config.stages[name]
+    if int(s.num_steps) < 0:
+      raise ConfigError(f"config.stages.{name}.num_steps={s.num_steps} must be >= 0")
+    if not float(s.learning_rate) >= 0:
+      raise ConfigError(f"config.stages.{name}.learning_rate={s.learning_rate} must be >= 0")
+    parse_cycle(s.step)
+    out.append((name, s))
+  return out
+
+
+def validate(config, step_names) -> None:
+  """One-line :class:`ConfigError` for values no run could use."""
+  checks = [
+      ("train.batch_size", config.train.batch_size, lambda v: int(v) > 0),
+      ("train.eval_batch_size", config.train.eval_batch_size, lambda v: int(v) > 0),
+      ("train.eval_every", config.train.eval_every, lambda v: int(v) > 0),
+      ("train.checkpoint_every", config.train.checkpoint_every, lambda v: int(v) > 0),
+      ("train.log_every", config.train.log_every, lambda v: int(v) > 0),
+      ("train.eval_batches", config.train.eval_batches, lambda v: int(v) >= 0),
+      ("train.num_samples", config.train.num_samples, lambda v: int(v) >= 0),
+      ("train.max_checkpoints", config.train.max_checkpoints, lambda v: int(v) >= 1),
+      ("tokenizer.vocab_size", config.tokenizer.vocab_size, lambda v: int(v) >= 16),
+      ("data.max_context_len", config.data.max_context_len, lambda v: int(v) >= 1),
+      ("data.max_response_len", config.data.max_response_len, lambda v: int(v) >= 2),
+      ("data.context_turns", config.data.context_turns, lambda v: int(v) >= 1),
+  ]
+  for name, value, ok in checks:
+    try:
+      good = ok(value)
+    except (TypeError, ValueError):
+      good = False
+    if not good:
+      raise ConfigError(f"config.{name}={value!r} is out of range")
+  buckets = tuple(config.data.buckets)
+  if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 1:
+    raise ConfigError(f"config.data.buckets={buckets} must be increasing positive lengths")
+  longest = max(int(config.data.max_context_len), int(config.data.max_response_len))
+  if buckets[-1] < longest:
+    raise ConfigError(f"config.data.buckets={buckets} must reach the longest sequence "
+                      f"({longest}); add a bucket >= {longest}")
+  for name, s in ordered_stages(config):
+    for step, _ in parse_cycle(s.step):
+      if step not in step_names:
+        raise ConfigError(f"config.stages.{name}.step uses unknown step function {step!r}; "
+                          f"objective {config.objective!r} has {sorted(step_names)}")
+
+
+def structural_diff(saved: dict, current: dict) -> list[str]:
+  """Dotted keys in :data:`STRUCTURAL_SECTIONS` whose values differ between two config dicts."""
+  diffs = []
+
+  def walk(a, b, prefix):
+    if isinstance(a, dict) and isinstance(b, dict):
+      for k in sorted(set(a) | set(b)):
+        walk(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}.{k}" if prefix else k)
+    elif a != b:
+      diffs.append(f"{prefix}: {a!r} -> {b!r}")
+
+  for section in STRUCTURAL_SECTIONS:
+    a, b = saved.get(section), current.get(section)
+    if section == "data" and isinstance(a, dict) and isinstance(b, dict):
+      a = {k: v for k, v in a.items() if k != "data_dir"}
+      b = {k: v for k, v in b.items() if k != "data_dir"}
+    walk(a, b, section)
+  return diffs

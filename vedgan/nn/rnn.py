@@ -1,0 +1,141 @@
+"""Recurrent layers with fused gates and the input projection hoisted out of the scan.
+
+Every layer keeps its weights as plain parameters and runs its recurrence with
+``jax.lax.scan`` over pure functions of those arrays, so the same layer serves a
+whole teacher-forced sequence (``__call__``) and a single free-running step
+(``step``), which decoders call inside their own scans.
+
+Shapes: ``B`` batch, ``T`` time, ``D`` input features, ``H`` hidden units.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def _masked_scan(step, carry, inputs, mask, reverse, unroll):
+  """Scans ``step`` over axis 1 of ``inputs``; rows whose ``mask`` is 0 keep their carry.
+
+  Args:
+    step: ``(carry, x_t[B, ...]) -> (carry, y_t[B, H])``.
+    carry: pytree of ``[B, ...]`` arrays.
+    inputs: ``[B, T, ...]``.
+    mask: ``[B, T]`` (1 = real token) or None.
+    reverse: scan from the last step to the first.
+    unroll: ``lax.scan`` unroll factor.
+
+  Returns:
+    (final carry, outputs ``[B, T, H]``).
+  """
+  xs = jnp.swapaxes(inputs, 0, 1)
+  if mask is None:
+    ms = jnp.ones(xs.shape[:2], xs.dtype)
+  else:
+    ms = jnp.swapaxes(mask, 0, 1).astype(xs.dtype)
+
+  def body(c, xm):
+    x, m = xm
+    new_c, y = step(c, x)
+    keep = lambda new, old: jnp.where(m[:, None] > 0, new, old)
+    new_c = jax.tree.map(keep, new_c, c)
+    return new_c, y
+
+  final, ys = jax.lax.scan(body, carry, (xs, ms), reverse=reverse, unroll=unroll)
+  return final, jnp.swapaxes(ys, 0, 1)
+
+
+class GRU(nn.Module):
+  """GRU layer (Cho et al. 2014) with the three gates fused into one matmul each.
+
+  ``r = σ(x W_r + h U_r)``, ``u = σ(x W_u + h U_u)``,
+  ``n = tanh(x W_n + r ⊙ (h U_n + b_hn))``, ``h' = (1 - u) ⊙ n + u ⊙ h``.
+
+  Attributes:
+    features: hidden size H.
+    unroll: scan unroll factor.
+    dtype: compute dtype of the matmuls (carries stay float32).
+  """
+  features: int
+  unroll: int = 1
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    h = self.features
+    self.w_hidden = self.param("w_hidden", nn.initializers.orthogonal(), (h, 3 * h))
+    self.b_hidden = self.param("b_hidden", nn.initializers.zeros, (3 * h,))
+    self.input_proj = nn.Dense(3 * h, dtype=self.dtype, name="input")
+
+  def project_inputs(self, x: Array) -> Array:
+    """``x[..., D] -> [..., 3H]``: the input half of all gates in one matmul."""
+    return self.input_proj(x)
+
+  def cell(self, h: Array, x_proj: Array) -> Array:
+    """One step: ``h[B, H]``, ``x_proj[B, 3H]`` -> ``h'[B, H]`` (float32)."""
+    hh = jnp.dot(h.astype(self.dtype), self.w_hidden.astype(self.dtype)) + self.b_hidden
+    xr, xu, xn = jnp.split(x_proj.astype(jnp.float32), 3, axis=-1)
+    hr, hu, hn = jnp.split(hh.astype(jnp.float32), 3, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    u = jax.nn.sigmoid(xu + hu)
+    n = jnp.tanh(xn + r * hn)
+    return (1.0 - u) * n + u * h
+
+  def step(self, h: Array, x: Array) -> Array:
+    """Free-running step on raw inputs: ``h[B, H]``, ``x[B, D]`` -> ``h'[B, H]``."""
+    return self.cell(h, self.project_inputs(x))
+
+  def initial_state(self, batch_size: int) -> Array:
+    return jnp.zeros((batch_size, self.features), jnp.float32)
+
+  def __call__(self, x: Array, mask: Array | None = None, initial: Array | None = None,
+               reverse: bool = False) -> tuple[Array, Array]:
+    """Runs over a whole sequence.
+
+    Args:
+      x: ``[B, T, D]`` inputs.
+      mask: ``[B, T]``; padded steps leave the state unchanged, so with
+        right-padding the final state is the state after the last real token
+        (and, with ``reverse=True``, the state after the first).
+      initial: ``[B, H]`` initial state (zeros by default).
+      reverse: run from ``T-1`` down to 0.
+
+    Returns:
+      ``(outputs[B, T, H], final[B, H])``.
+    """
+    if initial is None:
+      initial = self.initial_state(x.shape[0])
+    xp = self.project_inputs(x)
+    step = lambda h, xpt: (lambda h2: (h2, h2))(self.cell(h, xpt))
+    final, ys = _masked_scan(step, initial, xp, mask, reverse, self.unroll)
+    return ys, final
+
+
+class BiGRU(nn.Module):
+  """Bidirectional (optionally stacked) GRU encoder.
+
+  Returns the concatenation of the forward and backward outputs per layer and
+  the final states of the top layer.
+  """
+  features: int
+  num_layers: int = 1
+  dropout: float = 0.0
+  unroll: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, train: bool = False):
+    """``x[B, T, D]``, ``mask[B, T]`` -> ``(outputs[B, T, 2H], final[B, 2H])``."""
+    outputs, final = x, None
+    for layer in range(self.num_layers):
+      if layer > 0 and self.dropout > 0:
+        outputs = nn.Dropout(self.dropout)(outputs, deterministic=not train)
+      fwd_out, fwd_h = GRU(self.features, self.unroll, self.dtype, name=f"fwd_{layer}")(outputs, mask)
+      bwd_out, bwd_h = GRU(self.features, self.unroll, self.dtype, name=f"bwd_{layer}")(
+          outputs, mask, reverse=True)
+      outputs = jnp.concatenate([fwd_out, bwd_out], axis=-1)
+      final = jnp.concatenate([fwd_h, bwd_h], axis=-1)
+    return outputs, final
