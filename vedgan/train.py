@@ -19,6 +19,7 @@ Workdir layout::
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -124,8 +125,6 @@ def check_workdir(workdir: str) -> str:
 
 def check_compatible(config_dict: dict, workdir: str) -> None:
   """A workdir started with another model/data/tokenizer config cannot be resumed."""
-  import json  # pylint: disable=import-outside-toplevel
-
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
@@ -155,7 +154,7 @@ class Trainer:
                               "train.eval_batch_size")
     self.objective_cls = get_objective_class(config.objective)
     configlib.validate(config, self.objective_cls.STEPS)
-    self.config_dict = config.to_dict()
+    self.config_dict = json.loads(config.to_json())  # tuples -> lists, as saved
     check_compatible(self.config_dict, workdir)
     self.is_chief = jax.process_index() == 0
 
@@ -206,8 +205,6 @@ class Trainer:
     """Drops log rows written after the restored checkpoint (they will be redone)."""
     if not self.is_chief:
       return
-    import json  # pylint: disable=import-outside-toplevel
-
     for name in ("metrics.jsonl", "samples.jsonl"):
       path = os.path.join(self.workdir, name)
       if os.path.exists(path):

@@ -124,7 +124,7 @@ def apply_updates(tx: optax.GradientTransformation, grads: Any, opt_state: Any, 
 
 
 def global_norm(tree: Any) -> Array:
-  return optax.global_norm(tree)
+  return optax.tree.norm(tree)
 
 
 class Objective:

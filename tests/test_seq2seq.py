@@ -1,0 +1,122 @@
+"""The seq2seq-attention model and its MLE objective."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import make_config
+
+from vedgan import parallel
+from vedgan.errors import ConfigError
+from vedgan.nn.seq2seq import Seq2Seq
+from vedgan.objectives.seq2seq import Seq2SeqObjective, build_seq2seq
+
+V = 40
+
+
+class _Tok:
+  pad_id, unk_id, bos_id, eos_id = 0, 1, 2, 3
+  vocab_size = V
+
+
+def _batch(rng=0, b=4, s=7, t=6):
+  r = np.random.RandomState(rng)
+  context = r.randint(4, V, size=(b, s)).astype(np.int32)
+  context[0, 4:] = 0
+  context[2, 2:] = 0
+  resp = r.randint(4, V, size=(b, t)).astype(np.int32)
+  resp[1, 3:] = 0
+  response_in = np.concatenate([np.full((b, 1), 2, np.int32), resp[:, :-1]], axis=1)
+  response_out = resp.copy()
+  return {"context": context, "response_in": response_in * (response_out != 0),
+          "response_out": response_out, "weight": np.ones(b, np.float32)}
+
+
+@pytest.mark.parametrize("attention, tie", [("dot", False), ("general", True),
+                                            ("scaled_dot", False)])
+def test_teacher_forcing_equals_step_by_step_decoding(attention, tie):
+  model = Seq2Seq(vocab_size=V, embed_dim=12, hidden=16, attention=attention, tie_embeddings=tie,
+                  encoder_layers=2)
+  batch = _batch()
+  params = model.init(jax.random.key(0), batch["context"], batch["response_in"])
+  full = model.apply(params, batch["context"], batch["response_in"])
+  memory = model.apply(params, batch["context"], method=Seq2Seq.encode)
+  h = model.apply(params, memory, method=Seq2Seq.initial_state)
+  steps = []
+  for t in range(batch["response_in"].shape[1]):
+    h, logits, _ = model.apply(params, memory, h, batch["response_in"][:, t],
+                               method=Seq2Seq.decode_step)
+    steps.append(logits)
+  np.testing.assert_allclose(full, jnp.stack(steps, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_padding_of_the_context_changes_nothing():
+  model = Seq2Seq(vocab_size=V, embed_dim=12, hidden=16)
+  batch = _batch()
+  params = model.init(jax.random.key(1), batch["context"], batch["response_in"])
+  padded = np.concatenate([batch["context"], np.zeros((4, 5), np.int32)], axis=1)
+  np.testing.assert_allclose(model.apply(params, batch["context"], batch["response_in"]),
+                             model.apply(params, padded, batch["response_in"]),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_unknown_attention_is_a_config_error():
+  model = Seq2Seq(vocab_size=V, attention="bahdanau")
+  with pytest.raises(ValueError, match="model.attention='bahdanau'"):
+    model.init(jax.random.key(0), _batch()["context"], _batch()["response_in"])
+
+
+def _objective(**overrides):
+  config = make_config(**overrides)
+  return Seq2SeqObjective(config, _Tok()), config
+
+
+def test_mle_step_is_the_token_mean_and_learns():
+  obj, config = _objective(model__dropout=0.0)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  batch = parallel.shard_batch(_batch(), mesh)
+  state = obj.init(jax.random.key(0), batch)
+  # Loss reported by the step = summed token NLL / number of target tokens.
+  logits = obj.model.apply({"params": state.params["model"]}, batch["context"],
+                           batch["response_in"])
+  logp = jax.nn.log_softmax(logits)
+  tgt = np.asarray(batch["response_out"])
+  picked = np.take_along_axis(np.asarray(logp), tgt[..., None], -1)[..., 0]
+  expected = -(picked * (tgt != 0)).sum() / (tgt != 0).sum()
+  step = parallel.data_parallel(obj.step_builders["mle"](config.stages.mle, 0), mesh)
+  state, metrics = step(state, batch)
+  np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
+  assert int(metrics["tokens"]) == int((tgt != 0).sum())
+  assert int(state.step) == 1
+  for _ in range(40):
+    state, metrics = step(state, batch)
+  assert float(metrics["loss"]) < 0.5 * expected
+
+
+def test_generation_modes():
+  obj, _ = _objective()
+  batch = _batch()
+  state = obj.init(jax.random.key(0), batch)
+  ctx = batch["context"]
+  greedy = obj.generate(state, ctx, mode="greedy", max_len=8)
+  beam1 = obj.generate(state, ctx, mode="beam", beam_width=1, max_len=8)
+  np.testing.assert_array_equal(greedy.tokens, beam1.tokens)
+  beam = obj.generate(state, ctx, mode="beam", beam_width=3, max_len=8)
+  assert beam.tokens.shape == (4, 8)
+  # Beam search never scores below greedy (it keeps the greedy path among its beams).
+  assert np.all(np.asarray(beam.scores) >= np.asarray(greedy.scores) - 1e-4)
+  sample = obj.generate(state, ctx, rng=jax.random.key(3), mode="sample", temperature=1.0,
+                        top_k=5, max_len=8)
+  cold = obj.generate(state, ctx, rng=jax.random.key(3), mode="sample", temperature=1e-4,
+                      max_len=8)
+  np.testing.assert_array_equal(cold.tokens, greedy.tokens)
+  for out in (greedy, beam, sample):
+    toks = np.asarray(out.tokens)
+    assert not np.isin(toks, [_Tok.unk_id, _Tok.bos_id]).any()
+  with pytest.raises(ConfigError, match="decoding mode"):
+    obj.generate(state, ctx, mode="nucleus")
+
+
+def test_bad_dtype_is_a_config_error():
+  config = make_config(model__dtype="float16")
+  with pytest.raises(ConfigError, match="model.dtype='float16'"):
+    build_seq2seq(config.model, V)

@@ -1,0 +1,114 @@
+"""The driver end to end on tiny versions of the demo config (CPU, seconds per run)."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from conftest import make_config, restore_numpy_state
+
+from vedgan import train
+from vedgan.errors import CheckpointError, ConfigError
+from vedgan.objectives.base import TrainState
+
+
+def _tree_snapshot(workdir):
+  """(relative path, size, mtime) of every file below ``workdir``."""
+  out = []
+  for root, _, files in os.walk(workdir):
+    for f in files:
+      p = os.path.join(root, f)
+      st = os.stat(p)
+      out.append((os.path.relpath(p, workdir), st.st_size, st.st_mtime_ns))
+  return sorted(out)
+
+
+def test_full_loop_writes_everything(tmp_path):
+  config = make_config(stages__mle__num_steps=6, train__eval_every=3)
+  result = train.run(config, str(tmp_path))
+  assert result["step"] == 6 and not result["stopped"]
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  train_rows = [r for r in rows if r["split"] == "train"]
+  val_rows = [r for r in rows if r["split"] == "validation"]
+  assert [r["step"] for r in train_rows] == [2, 4, 6]
+  assert [r["step"] for r in val_rows] == [0, 3, 6]
+  assert all(np.isfinite(r["loss"]) and r["tokens_per_sec"] > 0 for r in train_rows)
+  assert all(r["perplexity"] > 1 for r in val_rows)
+  samples = [json.loads(l) for l in open(tmp_path / "samples.jsonl")]
+  assert len(samples) == 3 * 2 and all(isinstance(s["response"], str) for s in samples)
+  assert (tmp_path / "tokenizer" / "tokenizer.model").exists()
+  assert json.load(open(tmp_path / "config.json"))["objective"] == "seq2seq"
+  assert (tmp_path / "plots" / "training_curves.png").stat().st_size > 1000
+  assert os.listdir(tmp_path / "tensorboard")
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["6"]
+
+
+def test_resume_continues_and_matches_uninterrupted_run(tmp_path):
+  full = make_config(stages__mle__num_steps=8, model__dropout=0.2)
+  train.run(full, str(tmp_path / "a"))
+  # The same run, stopped after 4 steps (checkpoint at the stage end) and restarted.
+  first = make_config(stages__mle__num_steps=4, model__dropout=0.2)
+  assert train.run(first, str(tmp_path / "b"))["step"] == 4
+  assert train.run(full, str(tmp_path / "b"))["step"] == 8
+  step_a, state_a = restore_numpy_state(tmp_path / "a")
+  step_b, state_b = restore_numpy_state(tmp_path / "b")
+  assert step_a == step_b == 8
+  for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  steps = [json.loads(l)["step"] for l in open(tmp_path / "b" / "metrics.jsonl")
+           if json.loads(l)["split"] == "train"]
+  assert steps == [2, 4, 6, 8]
+
+
+def test_incompatible_config_is_refused_without_touching_workdir(tmp_path):
+  train.run(make_config(stages__mle__num_steps=2), str(tmp_path))
+  before = _tree_snapshot(tmp_path)
+  with pytest.raises(CheckpointError, match=r"model.hidden: 32 -> 48"):
+    train.run(make_config(stages__mle__num_steps=4, model__hidden=48), str(tmp_path))
+  assert _tree_snapshot(tmp_path) == before
+
+
+def test_checkpoint_of_another_shape_is_a_clear_error(tmp_path):
+  """Even if config.json is lost, restoring onto another model fails cleanly."""
+  train.run(make_config(stages__mle__num_steps=2), str(tmp_path))
+  os.remove(tmp_path / "config.json")
+  with pytest.raises(CheckpointError, match="does not fit the model|holds an array of shape"):
+    train.run(make_config(stages__mle__num_steps=4, model__hidden=48), str(tmp_path))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"objective": "nope"}, r"unknown objective 'nope'; config.objective must be one of"),
+    ({"train__batch_size": 0}, r"train.batch_size=0"),
+    ({"stages__mle__step": "mle,gan"}, r"unknown step function 'gan'"),
+    ({"stage_order": ("mle", "rl")}, r"unknown stage\(s\) \['rl'\]"),
+    ({"data__buckets": (8, 4)}, r"data.buckets"),
+    ({"data__name": "no_such_corpus"}, r"no_such_corpus"),
+])
+def test_bad_config_values_are_one_line_errors(tmp_path, overrides, message):
+  workdir = tmp_path / "run"
+  with pytest.raises(ValueError, match=message) as info:
+    train.run(make_config(**overrides), str(workdir))
+  assert "\n" not in str(info.value)
+  assert not workdir.exists() or not os.listdir(workdir)
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path):
+  with pytest.raises(ConfigError, match="not writable|cannot be created"):
+    train.check_workdir("/proc/vedgan-test/run")
+  a_file = tmp_path / "file"
+  a_file.write_text("x")
+  with pytest.raises(ConfigError, match="is not a directory"):
+    train.check_workdir(str(a_file / "run"))
+
+
+def test_stage_cycles_follow_the_config(tiny_config):
+  config = make_config(stages__mle__step="mle*2,mle*1")
+  spans = train.plan_stages(config)
+  assert [spans[0].step_name(s) for s in range(4)] == ["mle"] * 4
+  cyc = train.StageSpan("gan", None, 10, 20, (("disc", 2), ("gen", 1)))
+  assert [cyc.step_name(s) for s in range(10, 16)] == ["disc", "disc", "gen"] * 2
+
+
+def test_state_is_a_pytree_with_step_and_rng():
+  s = TrainState(step=np.int32(3), rng=np.zeros(2, np.uint32), params={}, opt_state={})
+  assert len(jax.tree.leaves(s)) == 2

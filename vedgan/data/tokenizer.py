@@ -1,0 +1,312 @@
+"""SentencePiece tokenizer with fixed special ids.
+
+Every tokenizer vedgan trains has the same special ids, whatever its kind
+(``unigram`` or ``bpe``):
+
+====  ===========  ==========================================
+id    piece        use
+====  ===========  ==========================================
+0     ``<pad>``    padding (``Tokenizer.pad_id``)
+1     ``<unk>``    unknown (``Tokenizer.unk_id``)
+2     ``<s>``      decoder start (``Tokenizer.bos_id``)
+3     ``</s>``     end of sequence (``Tokenizer.eos_id``)
+4     ``<eou>``    end of utterance, joins dialogue turns (``eou_id``)
+5     ``<blank>``  word-dropout / masked token (``blank_id``)
+====  ===========  ==========================================
+
+``<eou>`` and ``<blank>`` are user-defined symbols: they are always exactly one
+id when they occur in text. ``encode`` splits the text at these symbols and
+encodes the pieces in between separately, so ``"a <eou> b"`` is
+``enc("a") + [4] + enc("b")`` (no stray ``"▁"`` piece before the symbol), and
+``decode`` joins the segments with single spaces.
+
+>>> tok = train_sentencepiece(texts, vocab_size=1000)
+>>> ids = tok.encode("hello there <eou> hi")      # no bos/eos added
+>>> tok.decode(ids + [tok.eos_id, 7, 7])           # stops at the first eos
+'hello there <eou> hi'
+>>> tok.save(workdir); load_tokenizer(workdir).fingerprint == tok.fingerprint
+True
+
+Vocabulary size: ``vocab_size`` is a hard limit (``hard_vocab_limit=True``),
+so the embedding shapes in a config are exactly what the model gets. A value
+larger than the corpus supports is a one-line ``ValueError`` that says the
+maximum; pass ``hard_vocab_limit=False`` to let SentencePiece shrink the
+vocabulary instead (then read ``tokenizer.vocab_size`` for model shapes).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+from typing import Iterable, Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+MODEL_FILENAME = "tokenizer.model"
+META_FILENAME = "tokenizer.json"
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+EOU_PIECE, BLANK_PIECE = "<eou>", "<blank>"
+EOU_ID, BLANK_ID = 4, 5
+_SPECIAL_PIECES = {PAD_ID: "<pad>", UNK_ID: "<unk>", BOS_ID: "<s>",
+                   EOS_ID: "</s>", EOU_ID: EOU_PIECE, BLANK_ID: BLANK_PIECE}
+
+# SentencePiece's "word" trainer mis-orders user-defined symbols (it adds
+# "▁<eou>" pieces among the fixed ids) and "char" ignores vocab_size, so only
+# subword models are offered here.
+MODEL_TYPES = ("unigram", "bpe")
+
+
+class Tokenizer:
+  """A SentencePiece model with the fixed special ids above.
+
+  Attributes:
+    vocab_size: number of ids; valid ids are ``0 .. vocab_size - 1``.
+  """
+
+  pad_id = PAD_ID
+  unk_id = UNK_ID
+  bos_id = BOS_ID
+  eos_id = EOS_ID
+  eou_id = EOU_ID
+  blank_id = BLANK_ID
+  eou_piece = EOU_PIECE
+  blank_piece = BLANK_PIECE
+
+  def __init__(self, model_proto: bytes):
+    """Wraps a serialized SentencePiece ``ModelProto``.
+
+    Raises:
+      ValueError: if the model's special ids are not the fixed ones.
+    """
+    from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
+    self._model_proto = bytes(model_proto)
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(self._model_proto)
+    self._model_type = sentencepiece_model_pb2.TrainerSpec.ModelType.Name(
+        proto.trainer_spec.model_type).lower()
+    user_type = sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED
+    self._symbols = {p.piece: i for i, p in enumerate(proto.pieces)
+                     if p.type == user_type}
+    # Longest first so that a symbol that prefixes another cannot win.
+    self._symbol_re = re.compile("(" + "|".join(
+        re.escape(p) for p in sorted(self._symbols, key=len, reverse=True))
+                                 + ")")
+    self._symbol_ids = frozenset(self._symbols.values())
+    self._sp = spm.SentencePieceProcessor()
+    self._sp.LoadFromSerializedProto(self._model_proto)
+    self.vocab_size = int(self._sp.GetPieceSize())
+    found = {i: self._sp.IdToPiece(i) for i in _SPECIAL_PIECES
+             if i < self.vocab_size}
+    if found != _SPECIAL_PIECES:
+      raise ValueError(f"tokenizer special pieces {found} != the fixed "
+                       f"{_SPECIAL_PIECES}; train it with train_sentencepiece")
+
+  @property
+  def model_type(self) -> str:
+    """``"unigram"`` or ``"bpe"``."""
+    return self._model_type
+
+  @property
+  def user_symbols(self) -> dict[str, int]:
+    """User-defined symbols -> ids (``{"<eou>": 4, "<blank>": 5, ...}``)."""
+    return dict(self._symbols)
+
+  @property
+  def model_proto(self) -> bytes:
+    """The serialized SentencePiece model (what ``save`` writes)."""
+    return self._model_proto
+
+  @property
+  def fingerprint(self) -> str:
+    """sha256 hex digest of the serialized model."""
+    return hashlib.sha256(self._model_proto).hexdigest()
+
+  def encode(self, text: str) -> list[int]:
+    """``text`` -> ids (no bos/eos added). ``<eou>``/``<blank>`` are 1 id."""
+    ids = []
+    for k, part in enumerate(self._symbol_re.split(text)):
+      if k % 2:  # odd parts are the separators the regex captured
+        ids.append(self._symbols[part])
+      elif part.strip():
+        ids.extend(self._sp.EncodeAsIds(part.strip()))
+    return ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    """``[encode(t) for t in texts]``."""
+    return [self.encode(t) for t in texts]
+
+  def decode(self, ids) -> str:
+    """ids (list / 1-D array) -> text.
+
+    Stops at the first ``eos_id``; ``pad_id`` and ``bos_id`` are dropped.
+    ``unk_id`` decodes to `` ⁇ ``.
+
+    Raises:
+      ValueError: for an id outside ``[0, vocab_size)``.
+    """
+    out = []
+    for i in np.asarray(ids).reshape(-1).tolist():
+      i = int(i)
+      if i == EOS_ID:
+        break
+      if i in (PAD_ID, BOS_ID):
+        continue
+      if not 0 <= i < self.vocab_size:
+        raise ValueError(f"token id {i} outside [0, {self.vocab_size})")
+      out.append(i)
+    segments, current = [], []
+    for i in out:
+      if i in self._symbol_ids:
+        if current:
+          segments.append(self._sp.DecodeIds(current))
+          current = []
+        segments.append(self._sp.IdToPiece(i))
+      else:
+        current.append(i)
+    if current:
+      segments.append(self._sp.DecodeIds(current))
+    return " ".join(s for s in segments if s)
+
+  def id_to_piece(self, i) -> str:
+    """The vocabulary piece of id ``i`` (e.g. ``"▁hello"``, ``"<eou>"``)."""
+    return self._sp.IdToPiece(int(i))
+
+  def piece_to_id(self, piece: str) -> int:
+    """Id of ``piece`` (``unk_id`` if not in the vocabulary)."""
+    return int(self._sp.PieceToId(piece))
+
+  def meta(self) -> dict:
+    """Small JSON-serialisable description (written as tokenizer.json)."""
+    return {
+        "vocab_size": self.vocab_size,
+        "model_type": self.model_type,
+        "fingerprint": self.fingerprint,
+        "pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
+        "eou_id": EOU_ID, "blank_id": BLANK_ID,
+        "sentencepiece_version": spm.__version__,
+    }
+
+  def save(self, directory) -> None:
+    """Writes ``directory/tokenizer.model`` and ``tokenizer.json``.
+
+    Each file is written to a temporary file in ``directory`` and renamed into
+    place, so a reader never sees a partial file.
+    """
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    _atomic_write(os.path.join(directory, MODEL_FILENAME), self._model_proto)
+    _atomic_write(os.path.join(directory, META_FILENAME),
+                  (json.dumps(self.meta(), indent=2, sort_keys=True) + "\n"
+                   ).encode("utf-8"))
+
+  def __repr__(self) -> str:
+    return (f"Tokenizer(vocab_size={self.vocab_size}, "
+            f"fingerprint={self.fingerprint[:12]})")
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path),
+                             prefix=f".{os.path.basename(path)}.tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def load_tokenizer(directory) -> Tokenizer:
+  """Loads the tokenizer saved by :meth:`Tokenizer.save` in ``directory``.
+
+  Raises:
+    FileNotFoundError: one line, if ``directory/tokenizer.model`` is absent.
+  """
+  path = os.path.join(os.fspath(directory), MODEL_FILENAME)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no tokenizer at {path} (train one with "
+                            "train_sentencepiece(...).save(directory))")
+  with open(path, "rb") as f:
+    return Tokenizer(f.read())
+
+
+def train_sentencepiece(
+    texts: Iterable[str],
+    vocab_size: int,
+    model_type: str = "unigram",
+    character_coverage: float = 1.0,
+    seed_sentencepiece_size: int = 1_000_000,
+    hard_vocab_limit: bool = True,
+    user_defined_symbols: Sequence[str] = (),
+    max_sentence_length: int = 4192,
+    **spm_kwargs,
+) -> Tokenizer:
+  """Trains a SentencePiece model in memory (no files are written).
+
+  Deterministic: the same texts (same order) and arguments give the same
+  model bytes, hence the same ``fingerprint``.
+
+  Args:
+    texts: training sentences (each item one sentence; empty ones skipped).
+    vocab_size: total number of ids, including the 6 fixed specials.
+    model_type: ``"unigram"`` or ``"bpe"``.
+    character_coverage: fraction of characters covered by the vocabulary.
+    seed_sentencepiece_size: unigram seed vocabulary size.
+    hard_vocab_limit: if False, SentencePiece may return fewer than
+      ``vocab_size`` pieces instead of failing on a small corpus.
+    user_defined_symbols: extra always-one-piece symbols, ids 6, 7, ...
+    max_sentence_length: longer sentences (in bytes) are skipped.
+    **spm_kwargs: passed on to ``SentencePieceTrainer.train``.
+
+  Raises:
+    ValueError: one line, for a bad ``model_type``, no text, or a
+      ``vocab_size`` too large for the corpus (the message says the maximum).
+  """
+  if model_type not in MODEL_TYPES:
+    raise ValueError(f"tokenizer model_type={model_type!r}; expected one of "
+                     f"{MODEL_TYPES}")
+  minimum = len(_SPECIAL_PIECES) + len(user_defined_symbols) + 1
+  if vocab_size < minimum:
+    raise ValueError(f"tokenizer.vocab_size={vocab_size} is too small "
+                     f"(min {minimum})")
+  sentences = [t for t in (str(t).strip() for t in texts) if t]
+  if not sentences:
+    raise ValueError("train_sentencepiece got no non-empty text")
+  writer = io.BytesIO()
+  try:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=writer,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=character_coverage,
+        seed_sentencepiece_size=seed_sentencepiece_size,
+        hard_vocab_limit=hard_vocab_limit,
+        pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+        pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>",
+        eos_piece="</s>",
+        user_defined_symbols=[EOU_PIECE, BLANK_PIECE,
+                              *user_defined_symbols],
+        max_sentence_length=max_sentence_length,
+        num_threads=2,
+        # input_sentence_size=0: use every sentence (no random sampling).
+        input_sentence_size=0,
+        minloglevel=2,
+        **spm_kwargs,
+    )
+  except RuntimeError as e:
+    match = re.search(r"Vocabulary size (?:is )?too high.*?<= (\d+)", str(e))
+    if match:
+      raise ValueError(
+          f"tokenizer.vocab_size={vocab_size} is too large for this corpus "
+          f"(max {match.group(1)}); lower it") from None
+    raise
+  return Tokenizer(writer.getvalue())
