@@ -159,9 +159,13 @@ class Trainer:
     self.is_chief = jax.process_index() == 0
 
   # -- setup --------------------------------------------------------------------
-  def setup(self) -> None:
+  def setup(self, write: bool = True) -> None:
+    """Builds data, objective and state, restoring the latest checkpoint if any.
+
+    ``write=False`` (evaluation of a finished run) leaves the workdir's files alone.
+    """
     config = self.config
-    self.inputs, tokenizer_is_new = inputs_lib.make_inputs(config, self.workdir)
+    self.inputs, tokenizer_is_new = self.objective_cls.make_inputs(config, self.workdir)
     tok = self.inputs.tokenizer
     self.objective = self.objective_cls(config, tok)
     example = parallel.shard_batch(next(iter(self._peek_batch())), self.mesh)
@@ -182,14 +186,15 @@ class Trainer:
       self.state = state
       self.step = int(meta["step"])
       self.inputs.train.set_state(meta["data_state"])
-      self._trim_logs(self.step)
+      if write:
+        self._trim_logs(self.step)
       logging.info("resumed from step %d", self.step)
-    if self.is_chief:
+    if self.is_chief and write:
       os.makedirs(self.workdir, exist_ok=True)
       if tokenizer_is_new:
         tok.save(inputs_lib.tokenizer_dir(self.workdir))
       write_json_atomic(os.path.join(self.workdir, "config.json"), self.config_dict)
-    self.writer = MetricWriter(self.workdir, enabled=self.is_chief)
+    self.writer = MetricWriter(self.workdir, enabled=self.is_chief and write)
     self.eval_fn = parallel.data_parallel_reduce(self.objective.eval_step, self.mesh)
     self.step_fns: dict[tuple[str, str], Any] = {}
 
@@ -232,26 +237,12 @@ class Trainer:
       raise ConfigError("the validation split yields no batch; lower train.eval_batch_size")
     return self.objective.summarize(jax.device_get(sums))
 
-  def samples(self) -> list[tuple[str, str]]:
-    pairs = self.inputs.sample_pairs
-    if not pairs:
-      return []
-    contexts = [c for c, _ in pairs]
-    ids = self.inputs.encode_contexts(self.config, contexts)
-    d = self.config.decode
-    out = self.objective.generate(self.state, ids, rng=jax.random.key(self.step), mode=d.mode,
-                                  temperature=d.temperature, top_k=d.top_k,
-                                  beam_width=d.beam_width, length_penalty=d.length_penalty,
-                                  forbid_unk=d.forbid_unk)
-    tokens = np.asarray(jax.device_get(out.tokens))
-    return [(c, self.inputs.tokenizer.decode(t.tolist())) for c, t in zip(contexts, tokens)]
-
   def eval_and_log(self, span: StageSpan) -> dict[str, float]:
     results = self.evaluate()
     self.writer.scalars(self.step, span.name, "validation", results)
     shown = " ".join(f"{k} {v:.4g}" for k, v in results.items())
     self._print(f"[step {self.step} | {span.name}] validation: {shown}")
-    samples = self.samples()
+    samples = self.objective.sample_texts(self.state, self.inputs, self.step)
     self.writer.samples(self.step, span.name, samples)
     for context, response in samples:
       self._print(f"    {context!r} -> {response!r}")

@@ -9,7 +9,11 @@ the tokenizer. It owns its networks and exposes:
   ``per_device_step(state, batch) -> (state, metrics)`` is pure and pmap-style
   (it averages over the ``"data"`` axis itself, see :mod:`vedgan.parallel`);
 * ``eval_step(state, batch) -> per-device sums`` and ``summarize(sums) -> scalars``;
-* ``generate(state, batch, rng, **options) -> tokens[B, L]``.
+* ``generate(state, batch, rng, **options) -> tokens[B, L]``;
+* ``make_inputs(config, workdir)`` (class method): the run's tokenizer and
+  batch iterators; the default builds (context, response) dialogue pairs;
+* ``sample_texts(state, inputs, step)``: ``[(prompt, text)]`` logged at each
+  evaluation; the default decodes a few validation contexts with ``config.decode``.
 
 Which step function runs when is data in ``config.stages`` (see :mod:`vedgan.train`).
 """
@@ -140,3 +144,24 @@ class Objective:
   #: names of the step functions, known before the objective is built (config checks).
   STEPS: tuple[str, ...] = ()
   step_builders: dict[str, Callable]
+
+  @classmethod
+  def make_inputs(cls, config, workdir: str):
+    """``(inputs, tokenizer_is_new)``; see :class:`vedgan.data.inputs.Inputs`."""
+    from vedgan.data import inputs as inputs_lib  # pylint: disable=import-outside-toplevel
+    return inputs_lib.make_inputs(config, workdir)
+
+  def sample_texts(self, state, inputs, step: int) -> list[tuple[str, str]]:
+    """Responses to ``inputs.sample_pairs``' contexts, decoded as ``config.decode`` says."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    contexts = [c for c, _ in inputs.sample_pairs]
+    if not contexts:
+      return []
+    d = self.config.decode
+    out = self.generate(state, inputs.encode_contexts(self.config, contexts),
+                        rng=jax.random.key(step), mode=d.mode, temperature=d.temperature,
+                        top_k=d.top_k, beam_width=d.beam_width, length_penalty=d.length_penalty,
+                        forbid_unk=d.forbid_unk)
+    tokens = np.asarray(jax.device_get(out.tokens))
+    return [(c, inputs.tokenizer.decode(t.tolist())) for c, t in zip(contexts, tokens)]
