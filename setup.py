@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "sentencepiece>=0.2",
     "ml_collections>=0.1.1",
     "chatterbot-corpus>=1.2",
+    "vaderSentiment>=3.3",      # its lexicon labels the embedded corpus for the demos
     "pyyaml>=6",
     "absl-py>=2",
     "numpy>=1.26",
