@@ -151,6 +151,21 @@ class Objective:
     from vedgan.data import inputs as inputs_lib  # pylint: disable=import-outside-toplevel
     return inputs_lib.make_inputs(config, workdir)
 
+  def word_embeddings(self, state):
+    """The model's input word-embedding table ``[V, D]`` (row = token id).
+
+    Used by the embedding metrics of ``python -m vedgan.evaluate`` when no
+    word-vector file is given. The default reads
+    ``state.params["model"]["embed"]["embedding"]`` (the seq2seq layout);
+    objectives that keep their table elsewhere override this.
+    """
+    try:
+      return state.params["model"]["embed"]["embedding"]
+    except (KeyError, TypeError):
+      raise ConfigError(f"objective {self.name!r} keeps no input embedding table at "
+                        "params['model']['embed']['embedding']; pass --word_vectors FILE "
+                        "or override Objective.word_embeddings") from None
+
   def sample_texts(self, state, inputs, step: int) -> list[tuple[str, str]]:
     """Responses to ``inputs.sample_pairs``' contexts, decoded as ``config.decode`` says."""
     import numpy as np  # pylint: disable=import-outside-toplevel
