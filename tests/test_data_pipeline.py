@@ -63,6 +63,8 @@ def test_encode_pairs_truncation_and_counts():
       ("20 21", "22"),
       ("", "30"),  # empty context
       ("40", "  "),  # empty response
+      (b"50 \xff", "51"),  # undecodable bytes
+      ("60", "\udcff"),  # lone surrogate (surrogateescape'd bad byte)
   ]
   enc = pipeline.encode_pairs(pairs, IntTokenizer(), max_context_len=4,
                               max_response_len=4)
@@ -71,9 +73,15 @@ def test_encode_pairs_truncation_and_counts():
   np.testing.assert_array_equal(enc.response[0], [11, 12, 13])  # first L-1
   np.testing.assert_array_equal(enc.context[1], [20, 21])
   assert enc.context[0].dtype == np.int32
-  assert enc.counts == dict(pairs=4, examples=2, skipped_empty=2,
+  assert enc.counts == dict(pairs=6, examples=2, skipped_empty=2,
+                            skipped_undecodable=2, skipped_too_long=0,
                             truncated_context=1, truncated_response=1,
                             context_tokens=6, response_tokens=4)
+  skip = pipeline.encode_pairs(pairs, IntTokenizer(), 4, 4, too_long="skip")
+  assert len(skip) == 1 and skip.counts["skipped_too_long"] == 1
+  assert skip.counts["truncated_context"] == 0
+  with pytest.raises(ValueError, match="too_long"):
+    pipeline.encode_pairs(pairs, IntTokenizer(), 4, 4, too_long="cut")
   with pytest.raises(ValueError, match="max_response_len must be >= 2"):
     pipeline.encode_pairs(pairs, IntTokenizer(), 4, 1)
   with pytest.raises(ValueError, match="max_context_len"):
@@ -293,6 +301,10 @@ def test_errors_are_clear(encoded):
   empty = pipeline.encode_pairs([("", "")], IntTokenizer(), 4, 4)
   with pytest.raises(ValueError, match="no examples"):
     pipeline.BatchIterator(empty, 8, (16,), seed=0)
+  hand_made = pipeline.EncodedPairs([np.array([7], np.int32)],
+                                    [np.array([], np.int32)], {}, 4, 4)
+  with pytest.raises(ValueError, match="empty context or response"):
+    pipeline.BatchIterator(hand_made, 1, (4,), seed=0)
 
 
 # -- prefetch ---------------------------------------------------------------------
@@ -357,3 +369,233 @@ def test_chatterbot_end_to_end():
     checked += 1
   assert checked > 1000
   assert any("<eou>" in c for c, _ in pairs)
+
+
+# -- sentences and labelled sentences ------------------------------------------
+
+
+def _sentences(num, seed=0, max_len=12):
+  """Sentence k starts with token 100+k, then 6s (ids identify examples)."""
+  rng = np.random.default_rng(seed)
+  return [" ".join([str(100 + k)] + ["6"] * int(rng.integers(0, max_len)))
+          for k in range(num)]
+
+
+def _sentence_ids(batch):
+  first = batch["tokens_out"][:, 0].astype(np.int64)
+  return np.where(first > 0, first - 100, -1)
+
+
+def test_encode_sentences_counts_and_filtering():
+  texts = ["7 8 9 10 11", "12", "", "   ", b"13 \xfe", "\udcff 14", "15 16"]
+  enc = pipeline.encode_sentences(texts, IntTokenizer(), max_len=4)
+  assert [r.tolist() for r in enc.tokens] == [[7, 8, 9], [12], [15, 16]]
+  assert enc.labels is None and enc.max_len == 4
+  assert enc.counts == dict(sentences=7, examples=3, skipped_empty=2,
+                            skipped_undecodable=2, skipped_too_long=0,
+                            skipped_bad_label=0, truncated=1, tokens=6)
+  skip = pipeline.encode_sentences(texts, IntTokenizer(), 4, too_long="skip")
+  assert [r.tolist() for r in skip.tokens] == [[12], [15, 16]]
+  assert skip.counts["skipped_too_long"] == 1 and skip.counts["truncated"] == 0
+  with pytest.raises(ValueError, match="max_len must be >= 2"):
+    pipeline.encode_sentences(texts, IntTokenizer(), 1)
+
+
+def test_sentence_batches_shift_and_bucket():
+  enc = pipeline.encode_sentences(_sentences(40), IntTokenizer(), max_len=16)
+  it = pipeline.BatchIterator(enc, 8, (4, 8, 16), seed=0)
+  assert it.keys == ("tokens_in", "tokens_out", "weight")
+  for batch in _take(it, 10):
+    assert set(batch) == {"tokens_in", "tokens_out", "weight"}
+    assert batch["tokens_in"].dtype == batch["tokens_out"].dtype == np.int32
+    assert batch["weight"].dtype == np.float32
+    n, width = batch["tokens_in"].shape
+    assert n == 8 and batch["tokens_out"].shape == (8, width)
+    ids = _sentence_ids(batch)
+    longest = max(len(enc.tokens[i]) + 1 for i in ids)
+    assert width == min(b for b in (4, 8, 16) if b >= longest)
+    for row, i in enumerate(ids):
+      y = enc.tokens[i]
+      n = len(y)
+      assert batch["tokens_in"][row, 0] == tokenizer_lib.BOS_ID
+      np.testing.assert_array_equal(batch["tokens_in"][row, 1:n + 1], y)
+      np.testing.assert_array_equal(batch["tokens_out"][row, :n], y)
+      assert batch["tokens_out"][row, n] == tokenizer_lib.EOS_ID
+      assert not batch["tokens_in"][row, n + 1:].any()
+      assert not batch["tokens_out"][row, n + 1:].any()
+
+
+def test_sentence_iterator_resume_shard_and_eval():
+  enc = pipeline.encode_sentences(_sentences(30), IntTokenizer(), 16)
+  kwargs = dict(global_batch_size=6, buckets=(8, 16), seed=4)
+  ref = pipeline.BatchIterator(enc, **kwargs)
+  _take(ref, 7)
+  state = json.loads(json.dumps(ref.get_state()))
+  expected = _take(ref, 9)
+  resumed = pipeline.BatchIterator(enc, **kwargs)
+  resumed.set_state(state)
+  _assert_batches_equal(_take(resumed, 9), expected)
+  halves = [pipeline.BatchIterator(enc, process_index=p, process_count=2,
+                                   **kwargs) for p in range(2)]
+  for h in halves:
+    h.set_state(state)
+  for whole in expected[:3]:
+    parts = [next(h) for h in halves]
+    for key in whole:
+      np.testing.assert_array_equal(
+          np.concatenate([p[key] for p in parts]), whole[key])
+  seen = []
+  for p in range(2):
+    it = pipeline.BatchIterator(enc, 8, (16,), seed=0, shuffle=False,
+                                repeat=False, drop_remainder=False,
+                                process_index=p, process_count=2)
+    for batch in it:
+      ids = _sentence_ids(batch)
+      np.testing.assert_array_equal(batch["weight"], ids >= 0)
+      assert not batch["tokens_in"][ids < 0].any()
+      seen.extend(ids[ids >= 0].tolist())
+  assert sorted(seen) == list(range(30))
+
+
+def test_encode_labelled_and_label_batches():
+  texts = _sentences(24) + ["", "7 7"]
+  labels = [k % 3 for k in range(24)] + [1, "x"]
+  enc = pipeline.encode_labelled(texts, labels, IntTokenizer(), 16)
+  assert len(enc) == 24 and enc.labels.dtype == np.int32
+  assert enc.counts["skipped_empty"] == 1
+  assert enc.counts["skipped_bad_label"] == 1
+  np.testing.assert_array_equal(enc.labels, np.arange(24) % 3)
+  it = pipeline.BatchIterator(enc, 10, (16,), seed=1, shuffle=True,
+                              drop_remainder=False, repeat=False)
+  batches = list(it)
+  assert len(batches) == 3
+  for batch in batches:
+    assert set(batch) == {"tokens_in", "tokens_out", "label", "weight"}
+    assert batch["label"].dtype == np.int32 and batch["label"].shape == (10,)
+    ids = _sentence_ids(batch)
+    np.testing.assert_array_equal(batch["label"][ids >= 0],
+                                  ids[ids >= 0] % 3)
+    assert not batch["label"][ids < 0].any()
+  # numpy ints, integral floats and digit strings are fine labels
+  ok = pipeline.encode_labelled(["5", "6", "7"], [np.int64(2), 1.0, "3"],
+                                IntTokenizer(), 4)
+  assert ok.labels.tolist() == [2, 1, 3]
+  bad = pipeline.encode_labelled(["5", "6", "7"], [1.5, None, True],
+                                 IntTokenizer(), 4)
+  assert len(bad) == 0 and bad.counts["skipped_bad_label"] == 3
+  with pytest.raises(ValueError, match="2 texts but 1 labels"):
+    pipeline.encode_labelled(["5", "6"], [1], IntTokenizer(), 4)
+  with pytest.raises(ValueError, match="no examples"):
+    pipeline.BatchIterator(bad, 2, (4,), seed=0)
+
+
+# -- hierarchical dialogues -----------------------------------------------------
+
+
+def test_encode_dialogues_counts():
+  examples = [
+      (["1 2", "3", "", "4 5 6 7 8"], "9 10"),   # 4 turns, one empty, one long
+      ("11", "12 13 14 15 16"),                  # a string history, long resp
+      (["", " "], "17"),                         # no non-empty turn
+      ([b"\xff"], "18"),                         # undecodable
+  ]
+  enc = pipeline.encode_dialogues(examples, IntTokenizer(), max_turns=2,
+                                  max_turn_len=3, max_response_len=4)
+  assert len(enc) == 2
+  assert [t.tolist() for t in enc.turns[0]] == [[3], [4, 5, 6]]
+  assert [t.tolist() for t in enc.turns[1]] == [[11]]
+  assert enc.response[1].tolist() == [12, 13, 14]
+  assert enc.counts == dict(dialogues=4, examples=2, skipped_empty=1,
+                            skipped_undecodable=1, skipped_too_long=0,
+                            skipped_bad_label=0, dropped_turns=2,
+                            truncated_turn=1, truncated_response=1,
+                            turn_tokens=5, response_tokens=5)
+
+
+def test_dialogue_batches_are_hierarchical():
+  rng = np.random.default_rng(0)
+  examples, labels = [], []
+  for k in range(30):
+    turns = [" ".join([str(1000 + k)] + ["6"] * int(rng.integers(0, 6)))
+             for _ in range(int(rng.integers(1, 5)))]
+    examples.append((turns, " ".join([str(100 + k)] + ["7"] * (k % 5))))
+    labels.append(k % 4)
+  enc = pipeline.encode_dialogues(examples, IntTokenizer(), 3, 8, 8,
+                                  labels=labels)
+  it = pipeline.BatchIterator(enc, 2, (4, 8), seed=0, turn_buckets=(2, 3))
+  shapes = set()
+  for batch in _take(it, 20):
+    assert set(batch) == {"turns", "num_turns", "response_in",
+                          "response_out", "label", "weight"}
+    b, t, lt = batch["turns"].shape
+    shapes.add((t, lt))
+    assert b == 2 and t in (2, 3) and lt in (4, 8)
+    assert batch["turns"].dtype == np.int32
+    ids = batch["response_out"][:, 0] - 100
+    np.testing.assert_array_equal(batch["label"], ids % 4)
+    assert t == min(x for x in (2, 3) if x >= batch["num_turns"].max())
+    for row, i in enumerate(ids):
+      kept = enc.turns[i]
+      assert batch["num_turns"][row] == len(kept)
+      for j, ids_j in enumerate(kept):
+        np.testing.assert_array_equal(batch["turns"][row, j, :len(ids_j)],
+                                      ids_j)
+        assert not batch["turns"][row, j, len(ids_j):].any()
+      assert not batch["turns"][row, len(kept):].any()
+      r = enc.response[i]
+      assert batch["response_in"][row, 0] == tokenizer_lib.BOS_ID
+      np.testing.assert_array_equal(batch["response_out"][row, :len(r)], r)
+      assert batch["response_out"][row, len(r)] == tokenizer_lib.EOS_ID
+  assert len(shapes) > 1
+  with pytest.raises(ValueError, match=r"turn_buckets \(2,\) do not cover"):
+    pipeline.BatchIterator(enc, 6, (8,), seed=0, turn_buckets=(2,))
+  with pytest.raises(ValueError, match="longest turn"):
+    pipeline.BatchIterator(enc, 6, (2,), seed=0, response_buckets=(8,))
+
+
+def test_batch_iterator_rejects_other_types():
+  with pytest.raises(TypeError, match="cannot batch list"):
+    pipeline.BatchIterator([[1, 2]], 1, (4,), seed=0)
+
+
+def test_prefetch_transform_runs_in_background(encoded):
+  it = pipeline.BatchIterator(encoded, 8, (16,), seed=0)
+  plain = pipeline.BatchIterator(encoded, 8, (16,), seed=0)
+  fetched = pipeline.prefetch(it, 2, transform=lambda b: b["context"].sum())
+  assert [next(fetched) for _ in range(3)] == [
+      next(plain)["context"].sum() for _ in range(3)]
+  fetched.close()
+
+
+def test_prefetch_to_devices(encoded):
+  import jax  # pylint: disable=import-outside-toplevel
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  it = pipeline.BatchIterator(encoded, 8, (16,), seed=0)
+  plain = _take(pipeline.BatchIterator(encoded, 8, (16,), seed=0), 3)
+  fetched = pipeline.prefetch_to_devices(it, mesh)
+  for want in plain:
+    got = next(fetched)
+    assert isinstance(got["context"], jax.Array)
+    for key in want:
+      np.testing.assert_array_equal(np.asarray(got[key]), want[key])
+  assert fetched.get_state()["position"] == 3
+  fetched.close()
+
+
+def test_chatterbot_sentences_end_to_end():
+  records = []
+  for _, _, turns in read_conversations():
+    for t in range(1, len(turns)):
+      records.append({"history": turns[:t], "response": turns[t]})
+  texts = sources.sentences(records)
+  all_turns = {t for _, _, turns in read_conversations() for t in turns}
+  assert set(texts) == all_turns and len(texts) == len(all_turns)
+  tok = tokenizer_lib.train_sentencepiece(texts, vocab_size=600)
+  enc = pipeline.encode_sentences(texts, tok, 24)
+  it = pipeline.BatchIterator(enc, 32, (8, 16, 24), seed=0, shuffle=False)
+  batch = next(it)
+  norm = lambda text: " ".join(unicodedata.normalize("NFKC", text).split())
+  for row in range(32):
+    if len(tok.encode(texts[row])) < 24:
+      assert tok.decode(batch["tokens_out"][row]) == norm(texts[row])
+      assert tok.decode(batch["tokens_in"][row]) == norm(texts[row])

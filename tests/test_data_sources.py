@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from vedgan.data import sources
@@ -219,3 +220,40 @@ def test_concurrent_prepare_is_safe_quiet_and_tf_free(tmp_path):
   leftovers = [f for f in os.listdir(tmp_path / "chatterbot_corpus")
                if "incomplete" in f]
   assert not leftovers
+
+
+def test_sentences_labelled_texts_and_dialogue_examples():
+  records = [
+      {"history": [b"hi", b"how are you?"], "response": b"fine"},
+      {"history": ["hi", "how are you?", "fine"], "response": "good  "},
+      {"history": [b"\xff\xfe"], "response": "hi"},  # undecodable turn
+      {"history": ["   "], "response": "ok"},
+  ]
+  assert sources.sentences(records) == ["hi", "how are you?", "fine", "good",
+                                        "ok"]
+  assert sources.sentences([{"text": b"a b"}, {"text": "a b"},
+                            {"text": "c"}]) == ["a b", "c"]
+  assert sources.dialogue_examples(records[:2], max_turns=2) == [
+      (["hi", "how are you?"], "fine"), (["how are you?", "fine"], "good  ")]
+  with pytest.raises(ValueError, match="max_turns"):
+    sources.dialogue_examples(records, 0)
+  labelled = [{"text": "good", "label": 1}, {"text": "bad", "label": 0},
+              {"text": "?", "label": -1},
+              {"response": b"yay", "history": [], "emotion": np.int64(4)}]
+  assert sources.labelled_texts(labelled[:3], "label") == (
+      ["good", "bad"], [1, 0])
+  assert sources.labelled_texts(labelled[3:], "emotion") == (["yay"], [4])
+
+
+def test_builder_names_with_configs():
+  assert sources.split_name("persona_chat/both_original") == (
+      "persona_chat", "both_original")
+  assert sources.split_name("sst2") == ("sst2", None)
+  assert sources.builder_class("persona_chat/both_original").__name__ == (
+      "PersonaChat")
+  for name in ("daily_dialog", "empathetic_dialogues", "persona_chat", "sst2",
+               "mojitalk_twitter", "coco_captions_texygen", "opensubtitles"):
+    cls = sources.builder_class(name)
+    assert cls.name == name
+    # TFDS 4.9's default code_path needs importlib_resources: overridden.
+    assert str(cls.code_path).endswith(f"{name}.py")

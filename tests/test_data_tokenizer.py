@@ -143,3 +143,80 @@ def test_rejects_model_with_other_special_ids(texts):
                                  minloglevel=2)
   with pytest.raises(ValueError, match="special pieces"):
     tokenizer_lib.Tokenizer(writer.getvalue())
+
+
+# -- word-level vocabulary ------------------------------------------------------
+
+
+def test_word_vocab_most_frequent_with_unk_and_specials():
+  texts = ["The cat sat.", "the cat ran!", "A dog ran <eou> the end", "zebra"]
+  tok = tokenizer_lib.train_word_vocab(texts, vocab_size=10)
+  assert [tok.id_to_piece(i) for i in range(6)] == [
+      "<pad>", "<unk>", "<s>", "</s>", "<eou>", "<blank>"]
+  # counts: the 3, cat 2, ran 2, then 1s ('!' '.' 'a' 'dog' 'end' 'sat' 'zebra')
+  assert tok.pieces[6:] == ["the", "cat", "ran", "!"]
+  assert tok.vocab_size == 10 and tok.model_type == "word"
+  assert tok.encode("THE CAT <eou> sat") == [6, 7, 4, tok.unk_id]
+  assert tok.encode("the<blank>cat") == [6, 5, 7]
+  assert tok.decode([2, 6, 7, 1, 3, 8]) == "the cat <unk>"
+  assert tok.decode(np.array([0, 6, 0], np.int32)) == "the"
+  assert tok.encode("") == [] and tok.encode_batch(["the", "cat"]) == [[6], [7]]
+  assert tok.piece_to_id("cat") == 7 and tok.piece_to_id("nope") == 1
+  with pytest.raises(ValueError, match="outside"):
+    tok.decode([10])
+
+
+def test_word_vocab_options_and_errors():
+  texts = ["Don't stop", "don't STOP", "rare word"]
+  cased = tokenizer_lib.train_word_vocab(texts, 100, lowercase=False)
+  assert "Don't" in cased.pieces and "STOP" in cased.pieces
+  assert cased.encode("don't") != cased.encode("Don't")
+  lower = tokenizer_lib.train_word_vocab(texts, 100, min_count=2)
+  assert lower.pieces[6:] == ["don't", "stop"]  # rare words -> <unk>
+  assert lower.encode("rare") == [1]
+  small = tokenizer_lib.train_word_vocab(texts, 1000)
+  assert small.vocab_size == 6 + 4  # fewer words than asked for
+  extra = tokenizer_lib.train_word_vocab(texts, 100,
+                                         user_defined_symbols=["<sep>"])
+  assert extra.id_to_piece(6) == "<sep>" and extra.encode("a<sep>b")[1] == 6
+  with pytest.raises(ValueError, match="too small"):
+    tokenizer_lib.train_word_vocab(texts, 6)
+  with pytest.raises(ValueError, match="no non-empty text"):
+    tokenizer_lib.train_word_vocab(["", " <eou> "], 100)
+  with pytest.raises(ValueError, match="special pieces"):
+    tokenizer_lib.WordTokenizer(["a", "b", "c", "d", "e", "f", "g"])
+
+
+def test_word_vocab_is_deterministic_and_saved(tmp_path, texts):
+  a = tokenizer_lib.train_word_vocab(texts, 2000)
+  b = tokenizer_lib.train_word_vocab(list(texts), 2000)
+  assert a.fingerprint == b.fingerprint and a.pieces == b.pieces
+  assert tokenizer_lib.train_word_vocab(texts, 1999).fingerprint != (
+      a.fingerprint)
+  assert tokenizer_lib.train_word_vocab(
+      texts, 2000, lowercase=False).fingerprint != a.fingerprint
+  a.save(tmp_path / "w")
+  assert sorted(os.listdir(tmp_path / "w")) == ["tokenizer.json",
+                                                "tokenizer.vocab"]
+  assert tokenizer_lib.tokenizer_exists(tmp_path / "w")
+  loaded = tokenizer_lib.load_tokenizer(tmp_path / "w")
+  assert isinstance(loaded, tokenizer_lib.WordTokenizer)
+  assert loaded.fingerprint == a.fingerprint and loaded.pieces == a.pieces
+  meta = json.loads((tmp_path / "w" / "tokenizer.json").read_text())
+  assert meta["kind"] == "word" and meta["lowercase"] is True
+  text = "What is your favourite book? <eou> I like sci-fi"
+  assert loaded.encode(text) == a.encode(text)
+  # an edited vocabulary file no longer matches its fingerprint
+  vocab = tmp_path / "w" / "tokenizer.vocab"
+  vocab.write_text(vocab.read_text().replace("\nthe\n", "\nteh\n"))
+  with pytest.raises(ValueError, match="does not match"):
+    tokenizer_lib.load_tokenizer(tmp_path / "w")
+
+
+def test_load_tokenizer_dispatches_on_what_is_saved(tok, tmp_path):
+  tok.save(tmp_path / "sp")
+  assert isinstance(tokenizer_lib.load_tokenizer(tmp_path / "sp"),
+                    tokenizer_lib.Tokenizer)
+  assert json.loads((tmp_path / "sp" / "tokenizer.json").read_text())[
+      "kind"] == "sentencepiece"
+  assert not tokenizer_lib.tokenizer_exists(tmp_path / "none")

@@ -24,6 +24,7 @@ from vedgan.errors import ConfigError  # noqa: F401  (re-exported for configs)
 # Sections whose change makes an existing workdir unusable (the networks, the
 # vocabulary or the data the tokenizer was trained on would differ).
 STRUCTURAL_SECTIONS = ("objective", "model", "tokenizer", "data")
+MACHINE_LOCAL_DATA_FIELDS = ("data_dir", "manual_dir", "path")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -33,18 +34,28 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "chatterbot_corpus"   # TFDS builder (see vedgan.data.sources)
+  c.data.format = "tfds"              # tfds (builder data.name) | text_lines | tsv_pairs | jsonl_dialogues
+  c.data.name = "chatterbot_corpus"   # TFDS builder, "name" or "name/config" (see vedgan.data.sources)
   c.data.data_dir = ""                # "" = $VEDGAN_DATA_DIR or ~/.cache/vedgan/tfds
+  c.data.manual_dir = ""              # manually downloaded files ("" = DATA_DIR/downloads/manual); docs/data.md
+  c.data.path = ""                    # custom formats: the file, or a pattern with {split} ("data/{split}.tsv")
+  c.data.validation_percent = 10      # custom single-file formats: % of items hashed into validation
+  c.data.turns_field = "turns"        # jsonl_dialogues: the field holding the list of turns
+  c.data.label_field = ""             # jsonl_dialogues: optional label field (scalar or one per turn)
+  c.data.validation_split = "validation"  # split used for evaluation (e.g. "test" where none exists)
   c.data.context_turns = 1            # previous turns joined into the context
   c.data.eou = "<eou>"                # joins context turns
   c.data.max_context_len = 32         # tokens; longer contexts keep their end
   c.data.max_response_len = 24        # tokens incl. EOS; longer responses are cut
+  c.data.too_long = "truncate"        # over-long items: "truncate" or "skip" (both counted)
   c.data.buckets = (8, 16, 32)        # padded lengths (static shapes for jit)
 
   c.tokenizer = ml_collections.ConfigDict()
-  c.tokenizer.kind = "sentencepiece"
-  c.tokenizer.model_type = "unigram"  # or "bpe"
-  c.tokenizer.vocab_size = 2000
+  c.tokenizer.kind = "sentencepiece"  # "sentencepiece" | "word" (most-frequent-N words + <unk>)
+  c.tokenizer.model_type = "unigram"  # sentencepiece: "unigram" or "bpe"
+  c.tokenizer.vocab_size = 2000       # total ids incl. the 6 specials (word: at most this many)
+  c.tokenizer.lowercase = True        # word: lower-case before counting / encoding
+  c.tokenizer.min_count = 1           # word: rarer words map to <unk>
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.b1 = 0.9
@@ -175,7 +186,8 @@ def structural_diff(saved: dict, current: dict) -> list[str]:
   for section in STRUCTURAL_SECTIONS:
     a, b = saved.get(section), current.get(section)
     if section == "data" and isinstance(a, dict) and isinstance(b, dict):
-      a = {k: v for k, v in a.items() if k != "data_dir"}
-      b = {k: v for k, v in b.items() if k != "data_dir"}
+      # Where the files live may differ between machines; what they are may not.
+      a = {k: v for k, v in a.items() if k not in MACHINE_LOCAL_DATA_FIELDS}
+      b = {k: v for k, v in b.items() if k not in MACHINE_LOCAL_DATA_FIELDS}
     walk(a, b, section)
   return diffs

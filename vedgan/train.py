@@ -168,6 +168,9 @@ class Trainer:
     self.inputs, tokenizer_is_new = self.objective_cls.make_inputs(config, self.workdir)
     tok = self.inputs.tokenizer
     self.objective = self.objective_cls(config, tok)
+    bind = getattr(self.objective, "bind_inputs", None)
+    if bind is not None:  # objectives whose schedules count epochs learn the epoch length
+      bind(self.inputs)
     example = parallel.shard_batch(next(iter(self._peek_batch())), self.mesh)
     init = jax.jit(self.objective.init, out_shardings=parallel.replicated(self.mesh))
     self.state = init(jax.random.key(int(config.seed)), example)
@@ -274,7 +277,7 @@ class Trainer:
         span = stage_at(self.spans, self.step)
         fn = self.step_fn(span, span.step_name(self.step))
         local = next(self.inputs.train)
-        tokens += float(np.count_nonzero(local["response_out"])) * jax.process_count()
+        tokens += _count_tokens(local) * jax.process_count()
         self.state, metrics = fn(self.state, parallel.shard_batch(local, self.mesh))
         pending.append(metrics)
         self.step += 1
@@ -316,6 +319,14 @@ class Trainer:
 def _average(rows: list[dict]) -> dict[str, float]:
   keys = {k for r in rows for k in r}
   return {k: float(np.mean([np.asarray(r[k]) for r in rows if k in r])) for k in sorted(keys)}
+
+
+def _count_tokens(batch: dict) -> float:
+  """Target tokens of a local batch (``response_out`` of pairs, ``tokens_out`` of sentences)."""
+  for key in ("response_out", "tokens_out"):
+    if key in batch:
+      return float(np.count_nonzero(batch[key]))
+  return 0.0
 
 
 def _check_finite(scalars: dict[str, float], step: int, stage: str) -> None:

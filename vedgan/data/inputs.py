@@ -1,7 +1,12 @@
 """Assembles a run's inputs from the config: dataset -> tokenizer -> batch iterators.
 
-The tokenizer is trained on the training split the first time a workdir is used
-and stored in ``WORKDIR/tokenizer``; later starts load it from there.
+The dataset is ``config.data.format``: a TFDS builder (``"tfds"``,
+``config.data.name``) or your own file (``"text_lines"``, ``"tsv_pairs"``,
+``"jsonl_dialogues"`` at ``config.data.path``; see :mod:`vedgan.data.custom`).
+The tokenizer (``config.tokenizer.kind``: ``"sentencepiece"`` or ``"word"``) is
+trained on the training split the first time a workdir is used and stored in
+``WORKDIR/tokenizer``; later starts (resume) load it from there, whatever its
+kind.
 """
 from __future__ import annotations
 
@@ -10,9 +15,11 @@ import os
 
 import jax
 import numpy as np
+from absl import logging
 
 from vedgan.data import pipeline, sources
-from vedgan.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
+from vedgan.data.tokenizer import (Tokenizer, load_tokenizer, tokenizer_exists,
+                                   train_sentencepiece, train_word_vocab)
 from vedgan.errors import ConfigError, DataError
 
 
@@ -59,40 +66,87 @@ def tokenizer_dir(workdir: str) -> str:
   return os.path.join(workdir, "tokenizer")
 
 
+def _get(config, key: str, default=None):
+  try:
+    value = config.get(key, default) if hasattr(config, "get") else getattr(config, key)
+  except (AttributeError, KeyError):
+    return default
+  return default if value is None else value
+
+
+def dataset_label(data_config) -> str:
+  """``config.data.name`` for TFDS, else ``"<format>:<path>"`` (for messages)."""
+  fmt = _get(data_config, "format", "tfds") or "tfds"
+  return data_config.name if fmt == "tfds" else f"{fmt}:{_get(data_config, 'path', '')}"
+
+
 def load_pairs(data_config, split: str) -> list[tuple[str, str]]:
+  """``(context, response)`` strings of ``split`` of the configured dataset."""
+  if (_get(data_config, "format", "tfds") or "tfds") == "text_lines":
+    raise ConfigError("config.data.format='text_lines' has single sentences, no (context, "
+                      "response) pairs; use it with an unconditional objective (latent_gan) "
+                      "or use tsv_pairs / jsonl_dialogues")
   records = sources.load_split(data_config, split)
+  source_counts = getattr(records, "counts", None)
+  if source_counts:
+    log_counts(f"{dataset_label(data_config)} {split} (reading)", source_counts)
   pairs = sources.dialogue_pairs(records, int(data_config.context_turns), data_config.eou)
   if not pairs:
-    raise DataError(f"dataset {data_config.name!r} split {split!r} has no (context, response) "
-                    "pairs; check config.data.name and the prepared files")
+    raise DataError(f"dataset {dataset_label(data_config)!r} split {split!r} has no (context, "
+                    "response) pairs; check config.data and the prepared files")
   return pairs
 
 
+def log_counts(what: str, counts: dict) -> None:
+  """Logs filtering / truncation counts (a warning if items were skipped)."""
+  dropped = {k: v for k, v in counts.items()
+             if v and (k.startswith(("skipped", "undecodable", "malformed", "empty", "missing",
+                                     "too_few", "bad", "label_count")))}
+  if dropped:
+    logging.warning("data %s: %s (all counts: %s)", what, dropped, counts)
+  else:
+    logging.info("data %s: %s", what, counts)
+
+
+def train_tokenizer(config, texts):
+  """A new tokenizer of ``config.tokenizer.kind`` trained on ``texts``."""
+  tc = config.tokenizer
+  kind = tc.kind
+  if kind == "sentencepiece":
+    return train_sentencepiece(texts, int(tc.vocab_size), model_type=tc.model_type)
+  if kind == "word":
+    return train_word_vocab(texts, int(tc.vocab_size), lowercase=bool(_get(tc, "lowercase", True)),
+                            min_count=int(_get(tc, "min_count", 1)))
+  raise ConfigError(f"tokenizer.kind={kind!r} is not supported; use 'sentencepiece' or 'word'")
+
+
 def get_tokenizer(config, workdir: str, train_pairs) -> tuple[Tokenizer, bool]:
-  """Loads the run's tokenizer, or trains one (not yet saved). Returns (tokenizer, is_new)."""
-  if os.path.exists(os.path.join(tokenizer_dir(workdir), "tokenizer.model")):
+  """Loads the run's tokenizer, or trains one (not yet saved). Returns (tokenizer, is_new).
+
+  ``train_pairs``: tuples of training texts (pairs, or 1-tuples of sentences).
+  A saved tokenizer of either kind is reused as it is (resume).
+  """
+  if tokenizer_exists(tokenizer_dir(workdir)):
     return load_tokenizer(tokenizer_dir(workdir)), False
-  kind = config.tokenizer.kind
-  if kind != "sentencepiece":
-    raise ConfigError(f"tokenizer.kind={kind!r} is not supported; use 'sentencepiece'")
   texts = [t for pair in train_pairs for t in pair]
-  tok = train_sentencepiece(texts, int(config.tokenizer.vocab_size),
-                            model_type=config.tokenizer.model_type)
-  return tok, True
+  return train_tokenizer(config, texts), True
 
 
 def make_inputs(config, workdir: str) -> tuple[Inputs, bool]:
   """Builds the inputs of a run; returns ``(inputs, tokenizer_is_new)``."""
   train_pairs = load_pairs(config.data, "train")
-  val_pairs = load_pairs(config.data, "validation")
+  val_pairs = load_pairs(config.data, _get(config.data, "validation_split", "validation"))
   tok, is_new = get_tokenizer(config, workdir, train_pairs)
   max_c, max_r = int(config.data.max_context_len), int(config.data.max_response_len)
-  train_enc = pipeline.encode_pairs(train_pairs, tok, max_c, max_r)
-  val_enc = pipeline.encode_pairs(val_pairs, tok, max_c, max_r)
+  too_long = _get(config.data, "too_long", "truncate")
+  train_enc = pipeline.encode_pairs(train_pairs, tok, max_c, max_r, too_long=too_long)
+  val_enc = pipeline.encode_pairs(val_pairs, tok, max_c, max_r, too_long=too_long)
   train_it = pipeline.BatchIterator(train_enc, config.train.batch_size, tuple(config.data.buckets),
                                     seed=config.seed, shuffle=True,
                                     process_index=jax.process_index(),
                                     process_count=jax.process_count())
   counts = {"train": getattr(train_enc, "counts", {}), "validation": getattr(val_enc, "counts", {})}
+  for split, c in counts.items():
+    log_counts(f"{dataset_label(config.data)} {split} (tokenised)", c)
   n = max(int(config.train.num_samples), 0)
   return Inputs(tok, train_it, val_enc, val_pairs[:n], counts), is_new

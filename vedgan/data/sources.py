@@ -17,11 +17,23 @@ import logging
 import os
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 #: Builder registry: config name -> "module:ClassName" (imported lazily).
 #: Add corpora here (or with :func:`register_builder`).
 BUILDERS: dict[str, str] = {
     "chatterbot_corpus":
         "vedgan.data.chatterbot_corpus.chatterbot_corpus:ChatterbotCorpus",
+    "daily_dialog": "vedgan.data.daily_dialog.daily_dialog:DailyDialog",
+    "empathetic_dialogues": ("vedgan.data.empathetic_dialogues."
+                             "empathetic_dialogues:EmpatheticDialogues"),
+    "persona_chat": "vedgan.data.persona_chat.persona_chat:PersonaChat",
+    "sst2": "vedgan.data.sst2.sst2:Sst2",
+    "mojitalk_twitter":
+        "vedgan.data.mojitalk_twitter.mojitalk_twitter:MojitalkTwitter",
+    "coco_captions_texygen": ("vedgan.data.coco_captions_texygen."
+                              "coco_captions_texygen:CocoCaptionsTexygen"),
+    "opensubtitles": "vedgan.data.opensubtitles.opensubtitles:Opensubtitles",
 }
 
 #: Environment variable overriding the default data directory.
@@ -46,12 +58,19 @@ def _cfg_get(config: Any, key: str, default: Any = None) -> Any:
     return default
 
 
+def split_name(name: str) -> tuple[str, str | None]:
+  """``"persona_chat/both_original"`` -> ``("persona_chat", "both_original")``."""
+  base, _, config = str(name).partition("/")
+  return base, (config or None)
+
+
 def builder_class(name: str) -> type:
-  """Returns the builder class registered under ``name``.
+  """Returns the builder class registered under ``name`` (``"name[/config]"``).
 
   Raises:
     ValueError: one line listing the known names, if ``name`` is unknown.
   """
+  name, _ = split_name(name)
   if name not in BUILDERS:
     raise ValueError(f"unknown data.name={name!r}; known: "
                      f"{', '.join(sorted(BUILDERS))}")
@@ -120,23 +139,40 @@ def prepare_builder(data_config: Any, verbose: bool = False):
   """Returns the prepared TFDS builder for ``data_config`` (builds it once).
 
   Args:
-    data_config: has ``name`` and optionally ``data_dir``.
+    data_config: has ``name`` (``"builder"`` or ``"builder/config"``) and
+      optionally ``data_dir`` and ``manual_dir`` (where manually downloaded
+      files are; see each builder).
     verbose: let TFDS print its progress (default: quiet).
+
+  Raises:
+    vedgan.errors.DataError: (one line) the data is missing, saying where to
+      get it and where to put it.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  name = _cfg_get(data_config, "name")
-  cls = builder_class(name)
+  full_name = _cfg_get(data_config, "name")
+  cls = builder_class(full_name)
+  name, config_name = split_name(full_name)
   data_dir = resolve_data_dir(_cfg_get(data_config, "data_dir"))
-  builder = cls(data_dir=data_dir, file_format=_FILE_FORMAT)
+  kwargs = dict(data_dir=data_dir, file_format=_FILE_FORMAT)
+  if config_name:
+    known = [c.name for c in (getattr(cls, "BUILDER_CONFIGS", None) or [])]
+    if config_name not in known:
+      raise ValueError(f"data.name={full_name!r}: {name} has no config "
+                       f"{config_name!r}; known: {', '.join(known) or 'none'}")
+    kwargs["config"] = config_name
+  builder = cls(**kwargs)
   if _is_prepared(builder):
     return builder
+  manual_dir = _cfg_get(data_config, "manual_dir") or None
+  if manual_dir:
+    manual_dir = os.path.abspath(os.path.expanduser(os.fspath(manual_dir)))
   download_config = tfds.download.DownloadConfig(
       try_download_gcs=False,
-      manual_dir=_cfg_get(data_config, "manual_dir"),
+      manual_dir=manual_dir,
   )
   with _prepare_lock(data_dir, name), _quiet_tfds(verbose):
-    builder = cls(data_dir=data_dir, file_format=_FILE_FORMAT)
+    builder = cls(**kwargs)
     if not _is_prepared(builder):
       logging.info("preparing TFDS dataset %s in %s", name, data_dir)
       try:
@@ -145,29 +181,43 @@ def prepare_builder(data_config: Any, verbose: bool = False):
       except OSError:
         # Lost the final-rename race against another host (remote data_dir):
         # fine if the winner's copy is complete.
-        builder = cls(data_dir=data_dir, file_format=_FILE_FORMAT)
+        builder = cls(**kwargs)
         if not _is_prepared(builder):
           raise
-  return cls(data_dir=data_dir, file_format=_FILE_FORMAT)
+  return cls(**kwargs)
 
 
 def load_split(data_config: Any, split: str, verbose: bool = False
                ) -> Sequence[dict]:
-  """Builds the dataset if needed and returns ``split`` as a data source.
+  """Returns ``split`` of the configured dataset, building a TFDS one if needed.
 
   Args:
-    data_config: has ``name`` (a key of :data:`BUILDERS`) and optionally
-      ``data_dir`` (None -> ``$VEDGAN_DATA_DIR`` or ``~/.cache/vedgan/tfds``)
-      and ``manual_dir``.
+    data_config: ``format`` (default ``"tfds"``) picks the source. For
+      ``"tfds"``: ``name`` (a key of :data:`BUILDERS`, optionally
+      ``"name/config"``) and optionally ``data_dir`` (None ->
+      ``$VEDGAN_DATA_DIR`` or ``~/.cache/vedgan/tfds``) and ``manual_dir``.
+      For ``"text_lines"``, ``"tsv_pairs"``, ``"jsonl_dialogues"``: ``path``
+      etc., see :mod:`vedgan.data.custom`.
     split: a TFDS split spec, e.g. ``"train"``, ``"validation"``,
-      ``"train[:10%]"``.
+      ``"train[:10%]"`` (custom formats: ``"train"``, ``"validation"``,
+      ``"test"``).
     verbose: let TFDS print its progress when building.
 
   Returns:
-    A random-access ``Sequence[dict]`` (``tfds`` ``ArrayRecordDataSource``):
-    ``len(records)``, ``records[i]`` -> dict of numpy scalars / ``bytes``
-    (``Text`` features) / lists (``Sequence`` features). Read with numpy only.
+    A random-access ``Sequence[dict]``: ``len(records)``, ``records[i]`` ->
+    dict. From TFDS an ``ArrayRecordDataSource`` (numpy scalars, ``bytes``
+    for ``Text`` features, lists for ``Sequence`` features; no TensorFlow);
+    from a custom format a :class:`vedgan.data.custom.Records` list of dicts
+    of ``str``/``int``/lists with a ``counts`` attribute.
+
+  Raises:
+    vedgan.errors.DataError / ConfigError: one line (missing data says where
+      to get it and where to put it).
   """
+  fmt = _cfg_get(data_config, "format", "tfds") or "tfds"
+  if fmt != "tfds":
+    from vedgan.data import custom  # pylint: disable=g-import-not-at-top
+    return custom.load_split(data_config, split)
   builder = prepare_builder(data_config, verbose=verbose)
   return builder.as_data_source(split=split)
 
@@ -180,6 +230,95 @@ def _to_str(value) -> str:
     if isinstance(value, bytes):
       return value.decode("utf-8")
   return str(value)
+
+
+def _bulk(records):
+  """A TFDS data source read in one call (much faster than item by item)."""
+  if hasattr(records, "__getitems__") and hasattr(records, "__len__"):
+    return records.__getitems__(list(range(len(records))))
+  return records
+
+
+def sentences(records: Sequence[Mapping[str, Any]],
+              text_key: str = "text") -> list[str]:
+  """Every distinct utterance of a split, in first-seen order.
+
+  Args:
+    records: dicts with ``text_key`` (single-sentence corpora: ``sst2``,
+      ``coco_captions_texygen``, ``text_lines``), or dialogue records with
+      ``history`` (earlier turns) and ``response`` (every dialogue builder,
+      ``tsv_pairs``, ``jsonl_dialogues``), e.g. :func:`load_split` of one
+      split.
+    text_key: the field of single-sentence records.
+
+  Returns:
+    ``[str, ...]``: for dialogue records every turn of every conversation
+    (history turns and responses), each distinct stripped string once; empty
+    strings and undecodable bytes are left out.
+  """
+  seen, out = set(), []
+
+  def add(value):
+    try:
+      text = _to_str(value).strip()
+    except UnicodeDecodeError:
+      return
+    if text and text not in seen:
+      seen.add(text)
+      out.append(text)
+
+  for record in _bulk(records):
+    if text_key in record:
+      add(record[text_key])
+      continue
+    for turn in record["history"]:
+      add(turn)
+    add(record["response"])
+  return out
+
+
+def labelled_texts(records: Sequence[Mapping[str, Any]], label_key: str,
+                   text_key: str = "text") -> tuple[list[str], list[int]]:
+  """``(texts, labels)`` of labelled records, in record order (no dedup).
+
+  Args:
+    records: dicts with ``label_key`` and either ``text_key`` or
+      ``response`` (the labelled utterance of dialogue records, e.g.
+      ``daily_dialog``'s ``emotion``, ``mojitalk_twitter``'s ``emoji``).
+    label_key: the integer label field.
+    text_key: the text field of single-sentence records.
+
+  Returns:
+    ``texts`` (str) and ``labels`` (int), same length; records with a
+    negative label (``-1`` marks "unlabelled", e.g. the SST-2 test split) are
+    left out.
+  """
+  texts, labels = [], []
+  for record in _bulk(records):
+    label = int(np.asarray(record[label_key]).item())
+    if label < 0:
+      continue
+    value = record[text_key] if text_key in record else record["response"]
+    texts.append(_to_str(value))
+    labels.append(label)
+  return texts, labels
+
+
+def dialogue_examples(records: Sequence[Mapping[str, Any]], max_turns: int
+                      ) -> list[tuple[list[str], str]]:
+  """``(turns, response)`` for hierarchical models.
+
+  Args:
+    records: dicts with ``history`` and ``response``.
+    max_turns: how many of the most recent history turns to keep (>= 1).
+
+  Returns:
+    ``[(history[-max_turns:], response), ...]`` in record order.
+  """
+  if max_turns < 1:
+    raise ValueError(f"max_turns must be >= 1, got {max_turns}")
+  return [([_to_str(t) for t in record["history"]][-max_turns:],
+           _to_str(record["response"])) for record in _bulk(records)]
 
 
 def dialogue_pairs(records: Sequence[Mapping[str, Any]], context_turns: int,
@@ -199,8 +338,7 @@ def dialogue_pairs(records: Sequence[Mapping[str, Any]], context_turns: int,
   """
   if context_turns < 1:
     raise ValueError(f"context_turns must be >= 1, got {context_turns}")
-  if hasattr(records, "__getitems__") and hasattr(records, "__len__"):
-    records = records.__getitems__(list(range(len(records))))  # bulk read
+  records = _bulk(records)
   separator = f" {eou} "
   pairs = []
   for record in records:

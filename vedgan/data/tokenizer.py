@@ -1,7 +1,8 @@
-"""SentencePiece tokenizer with fixed special ids.
+"""Tokenizers with fixed special ids: SentencePiece (unigram / BPE) and word-level.
 
 Every tokenizer vedgan trains has the same special ids, whatever its kind
-(``unigram`` or ``bpe``):
+(SentencePiece ``unigram`` or ``bpe``: :class:`Tokenizer`; a most-frequent-N
+word vocabulary as the papers use: :class:`WordTokenizer`):
 
 ====  ===========  ==========================================
 id    piece        use
@@ -27,6 +28,15 @@ encodes the pieces in between separately, so ``"a <eou> b"`` is
 >>> tok.save(workdir); load_tokenizer(workdir).fingerprint == tok.fingerprint
 True
 
+Both kinds share one interface (``vocab_size``, the ``*_id`` attributes,
+``encode``, ``encode_batch``, ``decode``, ``id_to_piece``, ``piece_to_id``,
+``fingerprint``, ``meta``, ``save``), and :func:`load_tokenizer` reloads
+whichever kind a directory holds.
+
+>>> words = train_word_vocab(texts, vocab_size=20000, lowercase=True)
+>>> words.encode("Hello there <eou> hi")   # unknown words -> unk_id (1)
+>>> words.decode(ids)                       # 'hello there <eou> hi'
+
 Vocabulary size: ``vocab_size`` is a hard limit (``hard_vocab_limit=True``),
 so the embedding shapes in a config are exactly what the model gets. A value
 larger than the corpus supports is a one-line ``ValueError`` that says the
@@ -35,18 +45,20 @@ vocabulary instead (then read ``tokenizer.vocab_size`` for model shapes).
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import json
 import os
 import re
 import tempfile
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, Union
 
 import numpy as np
 import sentencepiece as spm
 
-MODEL_FILENAME = "tokenizer.model"
+MODEL_FILENAME = "tokenizer.model"      # SentencePiece model
+VOCAB_FILENAME = "tokenizer.vocab"      # word vocabulary, one piece per line
 META_FILENAME = "tokenizer.json"
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -183,6 +195,7 @@ class Tokenizer:
   def meta(self) -> dict:
     """Small JSON-serialisable description (written as tokenizer.json)."""
     return {
+        "kind": "sentencepiece",
         "vocab_size": self.vocab_size,
         "model_type": self.model_type,
         "fingerprint": self.fingerprint,
@@ -224,18 +237,33 @@ def _atomic_write(path: str, data: bytes) -> None:
     raise
 
 
-def load_tokenizer(directory) -> Tokenizer:
-  """Loads the tokenizer saved by :meth:`Tokenizer.save` in ``directory``.
+def tokenizer_exists(directory) -> bool:
+  """Whether ``directory`` holds a saved tokenizer of either kind."""
+  directory = os.fspath(directory)
+  return (os.path.isfile(os.path.join(directory, MODEL_FILENAME)) or
+          os.path.isfile(os.path.join(directory, VOCAB_FILENAME)))
+
+
+def load_tokenizer(directory) -> Union["Tokenizer", "WordTokenizer"]:
+  """Loads the tokenizer saved by ``save`` in ``directory`` (either kind).
+
+  ``tokenizer.model`` means SentencePiece, ``tokenizer.vocab`` (+
+  ``tokenizer.json``) a word vocabulary.
 
   Raises:
-    FileNotFoundError: one line, if ``directory/tokenizer.model`` is absent.
+    FileNotFoundError: one line, if ``directory`` holds neither.
+    ValueError: if a word vocabulary's files disagree (edited by hand).
   """
-  path = os.path.join(os.fspath(directory), MODEL_FILENAME)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"no tokenizer at {path} (train one with "
-                            "train_sentencepiece(...).save(directory))")
-  with open(path, "rb") as f:
-    return Tokenizer(f.read())
+  directory = os.fspath(directory)
+  path = os.path.join(directory, MODEL_FILENAME)
+  if os.path.isfile(path):
+    with open(path, "rb") as f:
+      return Tokenizer(f.read())
+  if os.path.isfile(os.path.join(directory, VOCAB_FILENAME)):
+    return WordTokenizer.load(directory)
+  raise FileNotFoundError(f"no tokenizer at {path} (train one with "
+                          "train_sentencepiece(...) or train_word_vocab(...) "
+                          "and .save(directory))")
 
 
 def train_sentencepiece(
@@ -310,3 +338,238 @@ def train_sentencepiece(
           f"(max {match.group(1)}); lower it") from None
     raise
   return Tokenizer(writer.getvalue())
+
+
+# -- word-level vocabulary ----------------------------------------------------
+
+#: What a "word" is: runs of letters/digits (keeping inner apostrophes, as in
+#: "don't"), or any single other non-space character (punctuation, emoji).
+WORD_PATTERN = r"\w+(?:['\u2019]\w+)*|[^\w\s]"
+_WORD_RE = re.compile(WORD_PATTERN)
+
+
+class WordTokenizer:
+  """A word vocabulary with the fixed special ids (ids 0-5 as above).
+
+  Text is split at the user symbols (``<eou>``, ``<blank>``, ...), optionally
+  lower-cased, and cut into words by :data:`WORD_PATTERN`; a word outside the
+  vocabulary is ``unk_id``. ``decode`` joins pieces with single spaces.
+
+  Attributes:
+    vocab_size: number of ids (``len(pieces)``).
+    lowercase: whether ``encode`` lower-cases text first.
+  """
+
+  pad_id = PAD_ID
+  unk_id = UNK_ID
+  bos_id = BOS_ID
+  eos_id = EOS_ID
+  eou_id = EOU_ID
+  blank_id = BLANK_ID
+  eou_piece = EOU_PIECE
+  blank_piece = BLANK_PIECE
+  model_type = "word"
+
+  def __init__(self, pieces: Sequence[str], lowercase: bool = True,
+               num_symbols: int = 2):
+    """Wraps a vocabulary ``pieces`` (id -> piece).
+
+    Args:
+      pieces: the 6 fixed specials, then ``num_symbols - 2`` extra user
+        symbols, then words.
+      lowercase: lower-case text before looking words up.
+      num_symbols: how many user symbols follow the 4 control pieces
+        (``<eou>``, ``<blank>`` and any extra ones).
+
+    Raises:
+      ValueError: if the specials are not the fixed ones, or a piece repeats.
+    """
+    pieces = [str(p) for p in pieces]
+    found = {i: pieces[i] for i in _SPECIAL_PIECES if i < len(pieces)}
+    if found != _SPECIAL_PIECES:
+      raise ValueError(f"word vocabulary special pieces {found} != the fixed "
+                       f"{_SPECIAL_PIECES}; build it with train_word_vocab")
+    if len(set(pieces)) != len(pieces):
+      dup = [p for p, n in collections.Counter(pieces).items() if n > 1]
+      raise ValueError(f"word vocabulary repeats pieces {dup[:5]}")
+    if num_symbols < 2 or 4 + num_symbols > len(pieces):
+      raise ValueError(f"num_symbols={num_symbols} does not fit the vocabulary")
+    self._pieces = pieces
+    self._ids = {p: i for i, p in enumerate(pieces)}
+    self.lowercase = bool(lowercase)
+    self.vocab_size = len(pieces)
+    self._symbols = {pieces[i]: i for i in range(4, 4 + num_symbols)}
+    self._symbol_re = re.compile("(" + "|".join(
+        re.escape(p) for p in sorted(self._symbols, key=len, reverse=True))
+                                 + ")")
+
+  @property
+  def user_symbols(self) -> dict[str, int]:
+    """User symbols -> ids (``{"<eou>": 4, "<blank>": 5, ...}``)."""
+    return dict(self._symbols)
+
+  @property
+  def pieces(self) -> list[str]:
+    """The vocabulary, id -> piece."""
+    return list(self._pieces)
+
+  def _canonical(self) -> bytes:
+    return json.dumps({"kind": "word", "lowercase": self.lowercase,
+                       "num_symbols": len(self._symbols),
+                       "word_pattern": WORD_PATTERN, "pieces": self._pieces},
+                      ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+  @property
+  def fingerprint(self) -> str:
+    """sha256 hex digest of the vocabulary and its settings."""
+    return hashlib.sha256(self._canonical()).hexdigest()
+
+  def words(self, text: str) -> list[str]:
+    """``text`` -> word strings (user symbols kept whole, lower-cased if set)."""
+    out = []
+    for k, part in enumerate(self._symbol_re.split(text)):
+      if k % 2:
+        out.append(part)
+      elif part.strip():
+        out.extend(_WORD_RE.findall(part.lower() if self.lowercase else part))
+    return out
+
+  def encode(self, text: str) -> list[int]:
+    """``text`` -> ids (no bos/eos added); unknown words -> ``unk_id``."""
+    get = self._ids.get
+    return [get(w, UNK_ID) for w in self.words(text)]
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    """``[encode(t) for t in texts]``."""
+    return [self.encode(t) for t in texts]
+
+  def decode(self, ids) -> str:
+    """ids -> words joined by spaces; stops at the first ``eos_id``, drops
+    ``pad_id``/``bos_id``; ``unk_id`` decodes to ``<unk>``.
+
+    Raises:
+      ValueError: for an id outside ``[0, vocab_size)``.
+    """
+    out = []
+    for i in np.asarray(ids).reshape(-1).tolist():
+      i = int(i)
+      if i == EOS_ID:
+        break
+      if i in (PAD_ID, BOS_ID):
+        continue
+      if not 0 <= i < self.vocab_size:
+        raise ValueError(f"token id {i} outside [0, {self.vocab_size})")
+      out.append(self._pieces[i])
+    return " ".join(out)
+
+  def id_to_piece(self, i) -> str:
+    return self._pieces[int(i)]
+
+  def piece_to_id(self, piece: str) -> int:
+    """Id of ``piece`` (``unk_id`` if not in the vocabulary)."""
+    return self._ids.get(piece, UNK_ID)
+
+  def meta(self) -> dict:
+    """JSON-serialisable description (written as tokenizer.json)."""
+    return {
+        "kind": "word",
+        "vocab_size": self.vocab_size,
+        "model_type": "word",
+        "lowercase": self.lowercase,
+        "num_symbols": len(self._symbols),
+        "word_pattern": WORD_PATTERN,
+        "fingerprint": self.fingerprint,
+        "pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
+        "eou_id": EOU_ID, "blank_id": BLANK_ID,
+    }
+
+  def save(self, directory) -> None:
+    """Writes ``directory/tokenizer.vocab`` (one piece per line) and
+    ``tokenizer.json``, each atomically."""
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    _atomic_write(os.path.join(directory, VOCAB_FILENAME),
+                  ("\n".join(self._pieces) + "\n").encode("utf-8"))
+    _atomic_write(os.path.join(directory, META_FILENAME),
+                  (json.dumps(self.meta(), indent=2, sort_keys=True) + "\n"
+                   ).encode("utf-8"))
+
+  @classmethod
+  def load(cls, directory) -> "WordTokenizer":
+    """Reads what :meth:`save` wrote; checks the stored fingerprint.
+
+    Raises:
+      ValueError: if ``tokenizer.json`` is missing or does not match the
+        vocabulary file (e.g. one of them was edited).
+    """
+    directory = os.fspath(directory)
+    meta_path = os.path.join(directory, META_FILENAME)
+    if not os.path.isfile(meta_path):
+      raise ValueError(f"word vocabulary in {directory} has no {META_FILENAME}")
+    with open(meta_path, encoding="utf-8") as f:
+      meta = json.load(f)
+    with open(os.path.join(directory, VOCAB_FILENAME), encoding="utf-8") as f:
+      pieces = f.read().split("\n")
+    if pieces and pieces[-1] == "":
+      pieces.pop()
+    tok = cls(pieces, lowercase=bool(meta.get("lowercase", True)),
+              num_symbols=int(meta.get("num_symbols", 2)))
+    if meta.get("word_pattern", WORD_PATTERN) != WORD_PATTERN:
+      raise ValueError(f"word vocabulary in {directory} was built with another "
+                       "word pattern; rebuild it")
+    if meta.get("fingerprint") not in (None, tok.fingerprint):
+      raise ValueError(f"word vocabulary in {directory} does not match its "
+                       f"{META_FILENAME} fingerprint (edited?)")
+    return tok
+
+  def __repr__(self) -> str:
+    return (f"WordTokenizer(vocab_size={self.vocab_size}, "
+            f"lowercase={self.lowercase}, fingerprint={self.fingerprint[:12]})")
+
+
+def train_word_vocab(texts: Iterable[str], vocab_size: int,
+                     lowercase: bool = True, min_count: int = 1,
+                     user_defined_symbols: Sequence[str] = ()
+                     ) -> WordTokenizer:
+  """Builds a most-frequent-N word vocabulary (the papers' ``<unk>`` setup).
+
+  Deterministic: words are ranked by count, ties broken by the word itself.
+
+  Args:
+    texts: training sentences.
+    vocab_size: total ids including the 6 fixed specials and
+      ``user_defined_symbols``; if the corpus has fewer distinct words the
+      vocabulary is smaller (read ``tokenizer.vocab_size`` for model shapes).
+    lowercase: lower-case text before counting and encoding.
+    min_count: words seen fewer times are left out (-> ``<unk>``).
+    user_defined_symbols: extra always-one-id symbols, ids 6, 7, ...
+
+  Raises:
+    ValueError: one line, for a ``vocab_size`` below the minimum or no text.
+  """
+  symbols = [EOU_PIECE, BLANK_PIECE, *user_defined_symbols]
+  specials = [_SPECIAL_PIECES[i] for i in range(4)] + symbols
+  minimum = len(specials) + 1
+  if vocab_size < minimum:
+    raise ValueError(f"tokenizer.vocab_size={vocab_size} is too small "
+                     f"(min {minimum})")
+  probe = WordTokenizer(specials, lowercase=lowercase,
+                        num_symbols=len(symbols))
+  counts = collections.Counter()
+  any_text = False
+  for text in texts:
+    words = [w for w in probe.words(str(text)) if w not in probe.user_symbols]
+    any_text = any_text or bool(words)
+    counts.update(words)
+  if not any_text:
+    raise ValueError("train_word_vocab got no non-empty text")
+  reserved = set(specials)
+  ranked = sorted((w for w, n in counts.items()
+                   if n >= min_count and w not in reserved),
+                  key=lambda w: (-counts[w], w))
+  return WordTokenizer(specials + ranked[:vocab_size - len(specials)],
+                       lowercase=lowercase, num_symbols=len(symbols))
+
+
+#: The SentencePiece tokenizer under a name that says so.
+SentencePieceTokenizer = Tokenizer

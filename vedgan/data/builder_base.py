@@ -1,0 +1,303 @@
+"""What every vedgan TFDS builder shares: locating the data, reading lines, counting skips.
+
+A builder subclasses :class:`VedganBuilder` and declares
+
+* ``RESOURCES``: ``{key: Resource(url, filename)}``, the released files. ``url``
+  is ``None`` where the data cannot be downloaded automatically.
+* ``MANUAL_HELP``: one line saying what to put in ``manual_dir``.
+* ``_find(paths, dl_manager)``: given ``{key: path}`` (an extracted archive directory, a
+  plain file, or ``manual_dir`` itself), returns the files it needs or
+  ``None``.
+
+Where the data comes from (:meth:`VedganBuilder.locate`):
+
+1. ``manual_dir`` (``config.data.manual_dir``), if it exists: for each resource,
+   the released file ``filename`` there (an archive is extracted first), else
+   ``manual_dir`` itself holding the already extracted files;
+2. otherwise the resources' URLs, downloaded and extracted by TFDS;
+3. otherwise a one-line :class:`vedgan.errors.DataError` saying where to get
+   the data and where to put it.
+
+Bad lines (undecodable bytes, wrong number of fields, mismatched label counts)
+never stop a build: they are skipped and counted per split and reason, and the
+counts are stored in the dataset's metadata (``builder.info.metadata["skipped"]``,
+written to ``metadata.json``).
+"""
+from __future__ import annotations
+
+import bz2
+import collections
+import dataclasses
+import gzip
+import hashlib
+import logging
+import lzma
+import os
+import shutil
+import sys
+import tarfile
+import uuid
+import zipfile
+from typing import Optional
+
+from etils import epath
+import tensorflow_datasets as tfds
+
+from vedgan.data.textio import clean, read_lines  # noqa: F401 (re-exported)
+from vedgan.errors import DataError
+
+log = logging.getLogger(__name__)
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_BZ2_MAGIC = b"BZh"
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+@dataclasses.dataclass(frozen=True)
+class Resource:
+  """A released file: where it is downloaded from and what it is called."""
+  url: Optional[str]
+  filename: str
+
+
+def first_existing(root, *relative) -> Optional[epath.Path]:
+  """The first of ``root / r`` that exists (``root`` itself for ``""``)."""
+  root = epath.Path(root)
+  for r in relative:
+    candidate = root / r if r else root
+    if candidate.exists():
+      return candidate
+  return None
+
+
+def archive_kind(path) -> Optional[str]:
+  """``"zip"``, ``"tar"``, ``"gz"``, ``"bz2"``, ``"xz"`` (by content), or None."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    return None
+  if zipfile.is_zipfile(path):
+    return "zip"
+  try:
+    if tarfile.is_tarfile(path):  # also compressed tars
+      return "tar"
+  except (OSError, EOFError, tarfile.TarError, lzma.LZMAError):
+    pass
+  with open(path, "rb") as f:
+    head = f.read(6)
+  for kind, magic in (("gz", _GZIP_MAGIC), ("bz2", _BZ2_MAGIC),
+                      ("xz", _XZ_MAGIC)):
+    if head.startswith(magic):
+      return kind
+  return None
+
+
+def _safe_members(names, root: str) -> None:
+  root = os.path.realpath(root)
+  for name in names:
+    target = os.path.realpath(os.path.join(root, name))
+    if target != root and not target.startswith(root + os.sep):
+      raise DataError(f"archive member {name!r} would be written outside "
+                      f"{root}; refusing to extract")
+
+
+def extract_archive(path, dest_root) -> epath.Path:
+  """Extracts ``path`` (zip / tar[.gz|.bz2|.xz] / .gz / .bz2 / .xz) once.
+
+  Pure Python (TFDS's own extractor needs TensorFlow). The result goes to
+  ``dest_root/<name>.<key>/`` (``key`` from the path, size and mtime), written
+  to a temporary folder and renamed into place, so a reader never sees a
+  partial extraction and a second call reuses it. A single compressed file
+  ``x.txt.gz`` becomes ``<dest>/x.txt``.
+
+  Returns:
+    The extraction folder.
+  """
+  path = os.fspath(path)
+  kind = archive_kind(path)
+  if kind is None:
+    raise DataError(f"{path} is not an archive this builder can extract")
+  stat = os.stat(path)
+  key = hashlib.sha256(f"{os.path.abspath(path)}:{stat.st_size}:"
+                       f"{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+  dest_root = os.fspath(dest_root)
+  dest = os.path.join(dest_root, f"{os.path.basename(path)}.{key}")
+  if os.path.isdir(dest):
+    return epath.Path(dest)
+  os.makedirs(dest_root, exist_ok=True)
+  tmp = os.path.join(dest_root, f".{os.path.basename(dest)}.tmp-{uuid.uuid4().hex}")
+  os.makedirs(tmp)
+  try:
+    if kind == "zip":
+      with zipfile.ZipFile(path) as z:
+        _safe_members(z.namelist(), tmp)
+        z.extractall(tmp)
+    elif kind == "tar":
+      with tarfile.open(path) as t:
+        _safe_members(t.getnames(), tmp)
+        try:
+          t.extractall(tmp, filter="data")
+        except TypeError:  # Python without extraction filters
+          t.extractall(tmp)  # members were checked above
+    else:
+      opener = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}[kind]
+      name = os.path.basename(path)
+      for suffix in (".gz", ".tgz", ".bz2", ".xz"):
+        if name.endswith(suffix):
+          name = name[:-len(suffix)]
+          break
+      with opener(path, "rb") as src, open(os.path.join(tmp, name or "data"),
+                                           "wb") as out:
+        shutil.copyfileobj(src, out)
+    try:
+      os.replace(tmp, dest)
+    except OSError:  # another process extracted it first
+      shutil.rmtree(tmp, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return epath.Path(dest)
+
+
+class VedganBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base class of vedgan's TFDS builders (array_record, no TensorFlow)."""
+
+  #: ``{key: Resource}``: the released files.
+  RESOURCES: dict = {}
+  #: Where a person gets the data (shown in errors).
+  HOMEPAGE = ""
+  #: What ``manual_dir`` must hold (one line, shown in errors).
+  MANUAL_HELP = ""
+  #: Extract downloaded / manually placed archives (False: read them as is,
+  #: e.g. a huge .gz text streamed line by line).
+  EXTRACT = True
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    """The builder's own file (where TFDS looks for ``checksums.tsv``).
+
+    TFDS 4.9's default, for a builder inside a package, imports the
+    ``importlib_resources`` back-port, which vedgan does not depend on.
+    """
+    return epath.Path(sys.modules[cls.__module__].__file__)
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def MANUAL_DOWNLOAD_INSTRUCTIONS(cls) -> str:  # pylint: disable=invalid-name
+    return (f"Get the data from {cls.HOMEPAGE} and put {cls.MANUAL_HELP} in "
+            "the manual directory (config.data.manual_dir).")
+
+  # -- helpers for subclasses --------------------------------------------------
+  def _find(self, paths: dict, dl_manager) -> Optional[dict]:
+    """``{key: path}`` -> the files ``_split_generators`` needs, or None.
+
+    ``dl_manager.extract(path)`` extracts a nested archive (cached).
+    """
+    raise NotImplementedError
+
+  def skip_counter(self, split: str) -> collections.Counter:
+    """The counter of skipped items of ``split`` (saved in the metadata)."""
+    if not hasattr(self, "_skips"):
+      self._skips = {}
+    return self._skips.setdefault(split, collections.Counter())
+
+  def checked(self, split: str, examples):
+    """Passes ``examples`` through; a split that yields none is a DataError.
+
+    (TFDS would otherwise fail with an AssertionError deep in its writer.)
+    """
+    count = 0
+    for key, example in examples:
+      count += 1
+      yield key, example
+    if not count:
+      skipped = dict(self.skip_counter(split))
+      raise DataError(f"{self.name}: split {split!r} has no usable examples "
+                      f"(skipped: {skipped or 'none'}); check the data files")
+
+  def record_skips(self) -> None:
+    """Copies the skip counters into ``info.metadata`` and logs them."""
+    skips = {split: dict(sorted(c.items()))
+             for split, c in sorted(getattr(self, "_skips", {}).items())}
+    self.info.metadata["skipped"] = skips
+    for split, c in skips.items():
+      if c:
+        log.warning("%s %s: skipped %s", self.name, split, c)
+
+  def make_info(self, description: str, features: dict, citation: str,
+                license: str) -> tfds.core.DatasetInfo:  # pylint: disable=redefined-builtin
+    """``DatasetInfo`` with the homepage and a metadata dict for skip counts."""
+    return self.dataset_info_from_configs(
+        description=description,
+        features=tfds.features.FeaturesDict(features),
+        homepage=self.HOMEPAGE,
+        citation=citation,
+        license=license,
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _download_and_prepare(self, dl_manager, download_config=None):  # pylint: disable=arguments-differ
+    result = super()._download_and_prepare(dl_manager, download_config)
+    self.record_skips()
+    return result
+
+  def locate(self, dl_manager) -> dict:
+    """Finds the released files (see the module docstring).
+
+    Raises:
+      DataError: one line naming the homepage, the URL(s) and the manual
+        directory, if the data is neither in ``manual_dir`` nor downloadable.
+    """
+    manual = self._manual_dir(dl_manager)
+    where = getattr(dl_manager, "_manual_dir", None)
+    if manual is not None:
+      paths = {}
+      for key, res in self.RESOURCES.items():
+        released = manual / res.filename
+        paths[key] = (self._maybe_extract(released, dl_manager)
+                      if released.is_file() else manual)
+      found = self._find(paths, dl_manager)
+      if found is not None:
+        return found
+      raise DataError(
+          f"{self.name}: the manual directory {manual} does not hold "
+          f"{self.MANUAL_HELP}; get the data from {self.HOMEPAGE}")
+    urls = {k: r.url for k, r in self.RESOURCES.items()}
+    if not urls or any(u is None for u in urls.values()):
+      raise DataError(
+          f"{self.name} cannot be downloaded automatically: get it from "
+          f"{self.HOMEPAGE} and put {self.MANUAL_HELP} in {where} (or set "
+          "config.data.manual_dir to the folder holding it)")
+    try:
+      paths = dl_manager.download(urls)
+    except Exception as e:  # pylint: disable=broad-except
+      first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+      raise DataError(
+          f"{self.name}: downloading {', '.join(urls.values())} failed "
+          f"({type(e).__name__}: {first[:200]}); on a connected machine "
+          f"download it (see {self.HOMEPAGE}) and put {self.MANUAL_HELP} in "
+          f"{where} (or set config.data.manual_dir)") from None
+    found = self._find({k: self._maybe_extract(epath.Path(p), dl_manager)
+                        for k, p in paths.items()}, dl_manager)
+    if found is None:
+      raise DataError(f"{self.name}: the downloaded files do not have the "
+                      f"expected layout ({self.MANUAL_HELP})")
+    return found
+
+  def extract(self, path, dl_manager) -> epath.Path:
+    """Extracts an archive (e.g. a nested one) under the download folder."""
+    return extract_archive(path, epath.Path(dl_manager.download_dir) /
+                           "extracted")
+
+  def _maybe_extract(self, path, dl_manager) -> epath.Path:
+    if self.EXTRACT and archive_kind(path) is not None:
+      return self.extract(path, dl_manager)
+    return epath.Path(path)
+
+  @staticmethod
+  def _manual_dir(dl_manager) -> Optional[epath.Path]:
+    """``dl_manager.manual_dir`` if it exists and is not empty, else None."""
+    try:
+      return epath.Path(dl_manager.manual_dir)
+    except (AssertionError, ValueError):
+      return None
