@@ -1,0 +1,322 @@
+"""Tests for vedgan.relax: exact values, gradients, transforms and statistics.
+
+Inputs come from numpy (no PRNG kernels to compile) and reuse a few shapes, so
+jax's per-shape compilation caches keep the file fast. Statistical tests use
+fixed seeds, so they are deterministic; each states its tolerance and why it
+catches a wrong implementation.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+from scipy import stats
+
+from vedgan import relax
+
+RNG = np.random.RandomState(0)
+LOGITS = (RNG.randn(4, 6) * 2).astype(np.float32)  # the standard [B, V] input
+W = RNG.randn(6, 3).astype(np.float32)               # [V, D] word vectors
+KEY = jax.random.key(0)
+N_DRAWS = 20_000                                     # rows of statistical tests
+
+# Test-only jits (not the library's) skip LLVM optimisations: these programs
+# run once on tiny inputs, and compilation dominates the test time.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def _tree_allclose(a, b, rtol=1e-6, atol=1e-6):
+  jax.tree_util.tree_map(
+      lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y),
+                                              rtol=rtol, atol=atol), a, b)
+
+
+def _assert_transforms_agree(fn, *batched_args, rtol=1e-6, atol=1e-6):
+  """No-jit, jit and vmap (over axis 0 of every argument) agree.
+
+  The library functions are jit-wrapped, so the direct call is the jit path
+  and "no-jit" runs them op by op under ``jax.disable_jit()``. vmap runs
+  ``fn`` on one example at a time, so agreement also shows that outputs are
+  per-example.
+  """
+  jitted = fn(*batched_args)
+  with jax.disable_jit():
+    _tree_allclose(fn(*batched_args), jitted, rtol, atol)
+  _tree_allclose(jax.jit(jax.vmap(fn), compiler_options=FAST_COMPILE)(
+      *batched_args), jitted, rtol, atol)
+
+
+# --------------------------------------------------------------------------
+# straight_through
+
+
+def test_straight_through_forward_is_exactly_one_hot():
+  # Exact zeros and ones, for probabilities and for arbitrary scores (where
+  # the literal `(onehot - s) + s` would round, e.g. (1 - 3.7) + 3.7 != 1).
+  scores = (RNG.randn(200, 6) * 3).astype(np.float32)
+  for s in (jax.nn.softmax(scores), scores):
+    hard = relax.straight_through(s)
+    expected = np.eye(6, dtype=np.float32)[np.argmax(s, -1)]
+    np.testing.assert_array_equal(np.asarray(hard), expected)
+    assert hard.dtype == s.dtype
+
+
+def test_straight_through_hand_values_ties_and_axis():
+  s = jnp.array([[0.2, 0.7, 0.1], [0.4, 0.4, 0.2]])
+  np.testing.assert_array_equal(relax.straight_through(s),
+                                [[0, 1, 0], [1, 0, 0]])  # tie -> lowest index
+  np.testing.assert_array_equal(relax.straight_through(s.T, axis=0),
+                                [[0, 1], [1, 0], [0, 0]])
+
+
+def test_straight_through_gradient_is_identity_and_transforms():
+  s = jax.nn.softmax(LOGITS)
+  cot = RNG.randn(4, 6).astype(np.float32)
+  _, vjp = jax.vjp(relax.straight_through, s)
+  np.testing.assert_array_equal(vjp(cot)[0], cot)
+  _assert_transforms_agree(relax.straight_through, s)
+
+
+# --------------------------------------------------------------------------
+# gumbel_softmax: exact properties
+
+
+def test_gumbel_softmax_is_a_distribution_and_keeps_dtype():
+  x = relax.gumbel_softmax(KEY, LOGITS, temperature=0.7)
+  assert x.shape == LOGITS.shape and x.dtype == jnp.float32
+  assert bool((x >= 0).all())
+  np.testing.assert_allclose(x.sum(-1), 1.0, atol=1e-6)
+  xb = relax.gumbel_softmax(KEY, LOGITS.astype(jnp.bfloat16), temperature=0.7)
+  assert xb.dtype == jnp.bfloat16
+  # bf16 logits are upcast: same noise, same sample up to bf16 rounding of
+  # the logits (~0.4% relative) and of the output.
+  np.testing.assert_allclose(np.asarray(xb, np.float32), x, atol=3e-2)
+
+
+def test_gumbel_softmax_matches_eq2_two_temperatures():
+  """Kojima et al. Eq. 2: softmax((log softmax(o / tau2) + g) / tau1)."""
+  tau1, tau2 = 0.3, 0.6
+  got = relax.gumbel_softmax(KEY, LOGITS, temperature=tau1,
+                             word_temperature=tau2)
+  # The documented noise draw: g = jax.random.gumbel(key, logits.shape).
+  g = jax.random.gumbel(KEY, LOGITS.shape)
+  want = jax.nn.softmax((jax.nn.log_softmax(LOGITS / tau2) + g) / tau1)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # Implementation-independent forms of the same equation: tau2 only rescales
+  # the logits, and adding a constant to the logits changes nothing.
+  np.testing.assert_allclose(
+      got, relax.gumbel_softmax(KEY, LOGITS / tau2, temperature=tau1),
+      rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      got, relax.gumbel_softmax(KEY, LOGITS + 17.0, temperature=tau1,
+                                word_temperature=tau2), rtol=1e-4, atol=1e-6)
+
+
+def test_straight_through_gradient_equals_soft_sample_gradient():
+  """hard=True: forward one-hot, backward the soft sample's gradient.
+
+  For any downstream f, grad (f o hard) = J_soft^T f'(hard): the soft
+  sample's vector-Jacobian product applied to f' at the hard forward value.
+  """
+  w = RNG.randn(4, 6).astype(np.float32)
+  hard, vjp_hard = jax.vjp(
+      lambda l: relax.gumbel_softmax(KEY, l, 0.5, hard=True), LOGITS)
+  soft, vjp_soft = jax.vjp(lambda l: relax.gumbel_softmax(KEY, l, 0.5), LOGITS)
+  np.testing.assert_array_equal(hard, np.eye(6)[np.argmax(soft, -1)])
+  # Linear f(y) = <w, y>: identical gradients, and not trivially zero.
+  np.testing.assert_allclose(vjp_hard(w)[0], vjp_soft(w)[0], rtol=1e-6,
+                             atol=1e-7)
+  assert float(jnp.abs(vjp_soft(w)[0]).max()) > 1e-3
+  # Nonlinear f(y) = <w, sin(3 y)>, differentiated end to end with jax.grad.
+  f = lambda y: jnp.sum(jnp.sin(3.0 * y) * w)
+  g = jax.grad(lambda l: f(relax.gumbel_softmax(KEY, l, 0.5, hard=True)))(
+      LOGITS)
+  np.testing.assert_allclose(g, vjp_soft(jax.grad(f)(hard))[0], rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_gumbel_softmax_no_jit_and_vmap_over_keys():
+  direct = relax.gumbel_softmax(KEY, LOGITS, 0.5, word_temperature=0.5)
+  with jax.disable_jit():
+    eager = relax.gumbel_softmax(KEY, LOGITS, 0.5, word_temperature=0.5)
+  np.testing.assert_allclose(eager, direct, rtol=1e-6, atol=1e-7)
+  # vmap over keys (temperatures traced as arrays) == a Python loop.
+  keys = jax.random.split(KEY, 2)
+  vm = jax.jit(jax.vmap(lambda k, t: relax.gumbel_softmax(k, LOGITS, t,
+                                                          hard=True)),
+               compiler_options=FAST_COMPILE)(keys, jnp.full((2,), 0.5))
+  for k, row in zip(keys, vm):
+    np.testing.assert_array_equal(
+        row, relax.gumbel_softmax(k, LOGITS, 0.5, hard=True))
+
+
+# --------------------------------------------------------------------------
+# gumbel_softmax: statistics
+
+
+def test_gumbel_softmax_hard_samples_follow_softmax_chi_square():
+  """Chi-square goodness of fit of 20k hard samples against softmax(o / tau2).
+
+  Fixed seeds; each fit must pass at significance 1e-3 (a correct sampler
+  fails that for 1 seed in 1000). The test's power is checked too: for
+  tau2 = 0.5 the same counts must be rejected (p < 1e-6) against
+  softmax(o), the distribution one gets by ignoring the word temperature.
+  """
+  o = np.log(np.array([0.05, 0.15, 0.3, 0.5], np.float32))
+  rows = np.broadcast_to(o, (N_DRAWS, 4))
+  for seed, tau2 in ((100, 1.0), (101, 0.5)):
+    hard = relax.gumbel_softmax(jax.random.key(seed), rows, temperature=0.5,
+                                hard=True, word_temperature=tau2)
+    counts = np.asarray(hard.sum(0), np.float64)
+    assert counts.sum() == N_DRAWS
+    p = np.asarray(jax.nn.softmax(o / tau2), np.float64)
+    assert stats.chisquare(counts, N_DRAWS * p).pvalue > 1e-3
+    if tau2 != 1.0:
+      wrong = np.asarray(jax.nn.softmax(o), np.float64)
+      assert stats.chisquare(counts, N_DRAWS * wrong).pvalue < 1e-6
+
+
+def test_gumbel_softmax_approaches_one_hot_as_temperature_goes_to_zero():
+  """The mean L1 gap to the nearest one-hot shrinks with tau1, ~0 at 0.01.
+
+  20k samples, fixed seed. Tolerances: at tau1 = 0.01 the gap must be < 0.02
+  and the largest coordinate > 0.99 on average; a relaxation that ignored
+  tau1 would stay near the word probabilities (largest ~0.5 here, gap ~1).
+  """
+  rows = np.broadcast_to(np.log(np.array([0.1, 0.2, 0.3, 0.4], np.float32)),
+                         (N_DRAWS, 4))
+  gaps = []
+  for tau1 in (2.0, 1.0, 0.3, 0.1, 0.01):
+    x = relax.gumbel_softmax(KEY, rows, temperature=tau1)
+    hard = jax.nn.one_hot(jnp.argmax(x, -1), 4)
+    gaps.append(float(jnp.abs(x - hard).sum(-1).mean()))
+    if tau1 == 0.01:
+      assert float(x.max(-1).mean()) > 0.99
+  assert all(a > b for a, b in zip(gaps, gaps[1:])), gaps
+  assert gaps[0] > 0.5 and gaps[-1] < 0.02, gaps
+
+
+# --------------------------------------------------------------------------
+# topk_softmax_embedding
+
+
+def test_topk_hand_values():
+  Wh = jnp.array([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+  f = jnp.log(jnp.array([0.3, 0.6, 0.1]))
+  vec, idx, w = relax.topk_softmax_embedding(f, Wh, k=2)
+  np.testing.assert_array_equal(idx, [1, 0])
+  np.testing.assert_allclose(w, [2 / 3, 1 / 3], rtol=1e-6)
+  np.testing.assert_allclose(vec, [1 / 3, 2 / 3], rtol=1e-6)
+  assert idx.dtype == jnp.int32
+
+
+def test_topk_with_k_equal_vocab_is_the_full_softmax_average():
+  out = relax.topk_softmax_embedding(LOGITS, W, k=6)
+  full = relax.soft_embedding(jax.nn.softmax(LOGITS), W)
+  np.testing.assert_allclose(out.vector, full, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(jnp.sort(out.weights, -1),
+                             jnp.sort(jax.nn.softmax(LOGITS), -1), rtol=1e-5)
+
+
+def test_topk_with_k1_is_the_argmax_word_vector():
+  out = relax.topk_softmax_embedding(LOGITS, W, k=1)
+  np.testing.assert_allclose(out.vector, W[np.argmax(LOGITS, -1)], rtol=1e-6)
+  np.testing.assert_array_equal(out.weights, 1.0)
+
+
+def test_topk_indices_weights_and_gradient_support():
+  logits = (RNG.permutation(6).astype(np.float32) / 3.0)
+  k = 3
+  out = relax.topk_softmax_embedding(logits, W, k)
+  top = np.argsort(-logits)[:k]
+  np.testing.assert_array_equal(out.indices, top)
+  np.testing.assert_allclose(out.weights, jax.nn.softmax(logits[top]),
+                             rtol=1e-6)
+  np.testing.assert_allclose(out.weights.sum(), 1.0, rtol=1e-6)
+  g_logits, g_W = jax.grad(
+      lambda l, w: jnp.sum(relax.topk_softmax_embedding(l, w, k).vector ** 2),
+      argnums=(0, 1))(logits, W)
+  outside = np.setdiff1d(np.arange(6), top)
+  np.testing.assert_array_equal(np.asarray(g_logits)[outside], 0.0)
+  np.testing.assert_array_equal(np.asarray(g_W)[outside], 0.0)
+  assert np.abs(np.asarray(g_logits)[top]).min() > 0
+  assert np.abs(np.asarray(g_W)[top]).min() > 0
+
+
+def test_topk_transforms_batched_shapes_and_errors():
+  logits = RNG.randn(4, 2, 6).astype(np.float32)  # [B, T, V]
+  fn = lambda l: relax.topk_softmax_embedding(l, W, 2)
+  out = fn(logits)
+  assert out.vector.shape == (4, 2, 3) and out.indices.shape == (4, 2, 2)
+  _assert_transforms_agree(fn, logits)
+  with pytest.raises(ValueError):
+    relax.topk_softmax_embedding(LOGITS, W, 0)
+  with pytest.raises(ValueError):
+    relax.topk_softmax_embedding(LOGITS, W, 7)
+  with pytest.raises(ValueError):
+    relax.topk_softmax_embedding(LOGITS, W[:5], 2)
+
+
+# --------------------------------------------------------------------------
+# soft_embedding
+
+
+def test_soft_embedding_values_and_transforms():
+  Wh = jnp.array([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+  np.testing.assert_allclose(
+      relax.soft_embedding(jnp.array([0.5, 0.5, 0.0]), Wh), [0.5, 0.5])
+  np.testing.assert_allclose(  # a one-hot picks the row
+      relax.soft_embedding(np.eye(3, dtype=np.float32)[[2, 0]], Wh),
+      [[5.0, 5.0], [1.0, 0.0]])
+  probs = jax.nn.softmax(LOGITS)
+  _assert_transforms_agree(lambda p: relax.soft_embedding(p, W), probs)
+  with pytest.raises(ValueError):
+    relax.soft_embedding(probs, W[:2])
+
+
+def test_straight_through_into_soft_embedding_gives_the_word_vector():
+  """The latent-GAN reconstructor input: forward = the sampled word's vector."""
+  hard = relax.gumbel_softmax(KEY, LOGITS, 0.1, hard=True)
+  np.testing.assert_array_equal(relax.soft_embedding(hard, W),
+                                W[np.argmax(hard, -1)])
+
+
+# --------------------------------------------------------------------------
+# gradients
+
+
+def test_check_grads_of_every_differentiable_function():
+  """jax.test_util.check_grads (reverse mode, float64), all cases in one jit.
+
+  straight_through is checked by its exact identity VJP above (its forward
+  pass is piecewise constant, so finite differences do not apply), and the
+  hard Gumbel-softmax by the straight-through gradient tests.
+  """
+  rng = np.random.RandomState(3)
+  # Well-separated logits so finite-difference steps do not reorder the top-k.
+  sep = rng.permutation(12).astype(np.float64).reshape(2, 6) * 0.7
+  cases = {
+      "gumbel_softmax": (lambda l, t1, t2: relax.gumbel_softmax(
+          KEY, l, temperature=t1, word_temperature=t2),
+                         (rng.randn(4, 6), 0.8, 1.3)),
+      "topk_softmax_embedding": (
+          lambda l, w: relax.topk_softmax_embedding(l, w, 2).vector,
+          (sep, rng.randn(6, 3))),
+      "soft_embedding": (relax.soft_embedding,
+                         (rng.rand(4, 6), rng.randn(6, 3))),
+  }
+  with jax.enable_x64(True):
+    args = {name: tuple(np.asarray(a, np.float64) for a in case[1])
+            for name, case in cases.items()}
+    combined = jax.jit(lambda a: {name: cases[name][0](*a[name])
+                                  for name in cases})
+    try:
+      check_grads(combined, (args,), order=1, modes=("rev",))
+    except AssertionError:
+      failing = []
+      for name, (fn, _) in cases.items():
+        try:
+          check_grads(fn, args[name], order=1, modes=("rev",))
+        except AssertionError:
+          failing.append(name)
+      pytest.fail(f"check_grads failed for {failing or 'the combination'}")
