@@ -1,1 +1,2 @@
 from vedgan.objectives import seq2seq  # noqa: F401  (registers "seq2seq")
+from vedgan.objectives import collaborative_ved  # noqa: F401  (registers "collaborative_ved")
