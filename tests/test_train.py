@@ -112,3 +112,16 @@ def test_stage_cycles_follow_the_config(tiny_config):
 def test_state_is_a_pytree_with_step_and_rng():
   s = TrainState(step=np.int32(3), rng=np.zeros(2, np.uint32), params={}, opt_state={})
   assert len(jax.tree.leaves(s)) == 2
+
+
+def test_swapped_tokenizer_is_refused_without_touching_workdir(tmp_path):
+  from vedgan.data.tokenizer import train_sentencepiece  # pylint: disable=import-outside-toplevel
+
+  train.run(make_config(stages__mle__num_steps=2), str(tmp_path))
+  other = train_sentencepiece(["a different corpus entirely", "with other words"] * 50, 40,
+                              model_type="bpe")
+  other.save(str(tmp_path / "tokenizer"))
+  before = _tree_snapshot(tmp_path)
+  with pytest.raises(CheckpointError, match="tokenizer .* does not match"):
+    train.run(make_config(stages__mle__num_steps=4), str(tmp_path))
+  assert _tree_snapshot(tmp_path) == before

@@ -37,6 +37,14 @@ class Checkpointer:
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     meta=ocp.args.JsonSave(meta)), force=True)
 
+  def read_meta(self, step: int) -> dict:
+    """The JSON ``meta`` item of a checkpoint (cheap; no arrays are read)."""
+    try:
+      return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except (ValueError, KeyError, TypeError, OSError) as e:
+      raise CheckpointError(f"checkpoint {self.directory}/{step} has no readable metadata "
+                            f"({type(e).__name__}); use a new --workdir") from None
+
   def restore(self, step: int, target: Any) -> tuple[Any, dict]:
     """Restores onto the shapes, dtypes and shardings of ``target`` (a state built from
     the current config); a mismatch is a :class:`CheckpointError`."""

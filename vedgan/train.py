@@ -182,11 +182,10 @@ class Trainer:
       if tokenizer_is_new:
         raise CheckpointError(f"--workdir {self.workdir} has checkpoints but no tokenizer/; "
                               "the run cannot be resumed; use a new --workdir")
-      state, meta = self.checkpointer.restore(latest, self.state)
-      if meta.get("tokenizer_fingerprint") != tok.fingerprint:
+      if self.checkpointer.read_meta(latest).get("tokenizer_fingerprint") != tok.fingerprint:
         raise CheckpointError(f"the tokenizer in {self.workdir}/tokenizer does not match the one "
-                              "checkpoint was trained with; restore it or use a new --workdir")
-      self.state = state
+                              "the checkpoint was trained with; restore it or use a new --workdir")
+      self.state, meta = self.checkpointer.restore(latest, self.state)
       self.step = int(meta["step"])
       self.inputs.train.set_state(meta["data_state"])
       if write:
