@@ -1,2 +1,3 @@
 from vedgan.objectives import seq2seq  # noqa: F401  (registers "seq2seq")
+from vedgan.objectives import happybot  # noqa: F401  (registers "happybot")
 from vedgan.objectives import collaborative_ved  # noqa: F401  (registers "collaborative_ved")
