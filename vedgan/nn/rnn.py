@@ -139,3 +139,81 @@ class BiGRU(nn.Module):
       outputs = jnp.concatenate([fwd_out, bwd_out], axis=-1)
       final = jnp.concatenate([fwd_h, bwd_h], axis=-1)
     return outputs, final
+
+
+class LSTM(nn.Module):
+  """LSTM layer (Hochreiter & Schmidhuber 1997) with the four gates fused into one matmul each.
+
+  ``[i, f, g, o] = x W + h U + b``,
+  ``c' = σ(f + forget_bias) ⊙ c + σ(i) ⊙ tanh(g)``, ``h' = σ(o) ⊙ tanh(c')``.
+
+  The carry is the pair ``(c, h)``, both ``[B, H]`` float32. As in :class:`GRU`,
+  ``__call__`` hoists the input projection of a known sequence out of the scan,
+  and ``step`` is the single free-running step a decoder calls inside its own
+  ``lax.scan``.
+
+  Attributes:
+    features: hidden size H.
+    forget_bias: added to the forget gate's pre-activation (1.0, Jozefowicz et
+      al. 2015, keeps early gradients flowing; 0.0 gives the plain cell).
+    unroll: scan unroll factor.
+    dtype: compute dtype of the matmuls (carries stay float32).
+  """
+  features: int
+  forget_bias: float = 1.0
+  unroll: int = 1
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    h = self.features
+    self.w_hidden = self.param("w_hidden", nn.initializers.orthogonal(), (h, 4 * h))
+    self.b_hidden = self.param("b_hidden", nn.initializers.zeros, (4 * h,))
+    self.input_proj = nn.Dense(4 * h, dtype=self.dtype, name="input")
+
+  def project_inputs(self, x: Array) -> Array:
+    """``x[..., D] -> [..., 4H]``: the input half of all gates in one matmul."""
+    return self.input_proj(x)
+
+  def cell(self, carry: tuple[Array, Array], x_proj: Array) -> tuple[Array, Array]:
+    """One step: ``carry = (c, h)`` (each ``[B, H]``), ``x_proj[B, 4H]`` -> ``(c', h')``."""
+    c, h = carry
+    hh = jnp.dot(h.astype(self.dtype), self.w_hidden.astype(self.dtype)) + self.b_hidden
+    gates = x_proj.astype(jnp.float32) + hh.astype(jnp.float32)
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    c = jax.nn.sigmoid(f + self.forget_bias) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return c, h
+
+  def step(self, carry: tuple[Array, Array], x: Array) -> tuple[Array, Array]:
+    """Free-running step on raw inputs: ``(c, h)``, ``x[B, D]`` -> ``(c', h')``."""
+    return self.cell(carry, self.project_inputs(x))
+
+  def initial_state(self, batch_size: int) -> tuple[Array, Array]:
+    zeros = jnp.zeros((batch_size, self.features), jnp.float32)
+    return zeros, zeros
+
+  def __call__(self, x: Array, mask: Array | None = None,
+               initial: tuple[Array, Array] | None = None,
+               reverse: bool = False) -> tuple[Array, tuple[Array, Array]]:
+    """Runs over a whole sequence.
+
+    Args:
+      x: ``[B, T, D]`` inputs.
+      mask: ``[B, T]``; padded steps leave the carry unchanged (their outputs
+        are still computed and should be ignored).
+      initial: ``(c, h)`` initial carry (zeros by default).
+      reverse: run from ``T-1`` down to 0.
+
+    Returns:
+      ``(outputs h_t [B, T, H], final (c, h))``.
+    """
+    if initial is None:
+      initial = self.initial_state(x.shape[0])
+    xp = self.project_inputs(x)
+
+    def step(carry, xpt):
+      carry = self.cell(carry, xpt)
+      return carry, carry[1]
+
+    final, ys = _masked_scan(step, tuple(initial), xp, mask, reverse, self.unroll)
+    return ys, final
