@@ -63,6 +63,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from vedgan.errors import ConfigError
+
 Carry = TypeVar("Carry")
 StepFn = Callable[[Carry, jax.Array], tuple[Carry, jax.Array]]
 
@@ -442,3 +444,23 @@ def beam_search(step_fn: StepFn, init_carry: Any, batch_size: int, max_len: int,
   if not return_all:
     seq, lps, length, score = seq[:, 0], lps[:, 0], length[:, 0], score[:, 0]
   return DecodeOutput(tokens=seq, lengths=length, log_probs=lps, scores=score)
+
+
+MODES = ("greedy", "sample", "beam")
+
+
+def run(mode: str, step_fn: StepFn, init_carry: Any, key: jax.Array, *, temperature: Any = 1.0,
+        top_k: int = 0, beam_width: int = 4, length_penalty: Any = 0.0,
+        **common) -> DecodeOutput:
+  """Decodes by name (``config.decode.mode``): :func:`greedy`, :func:`sample` or
+  :func:`beam_search`. ``common`` holds their shared keywords (``batch_size``,
+  ``max_len``, ``bos_id``, ``eos_id``, ``pad_id``, ``forbid_ids``, ``min_len``);
+  ``key`` is used by sampling only. An unknown mode is a one-line ConfigError."""
+  if mode == "greedy":
+    return greedy(step_fn, init_carry, **common)
+  if mode == "sample":
+    return sample(step_fn, init_carry, key, temperature=temperature, top_k=top_k, **common)
+  if mode == "beam":
+    return beam_search(step_fn, init_carry, beam_width=beam_width,
+                       length_penalty=length_penalty, **common)
+  raise ConfigError(f"decoding mode {mode!r} must be one of {', '.join(MODES)}")

@@ -52,6 +52,8 @@ the objective.
 """
 from __future__ import annotations
 
+import abc
+
 import importlib
 from typing import Any, Callable, Sequence
 
@@ -111,13 +113,14 @@ def join_turns(first: Array, second: Array, sep_id: int) -> Array:
 # Rewards.
 
 
-class Reward:
+class Reward(abc.ABC):
   """Base class: ``__call__(params, batch, response) -> [B]`` (see the module docstring)."""
 
   name = "reward"
 
+  @abc.abstractmethod
   def __call__(self, params: Any, batch: dict, response: Array) -> Array:
-    raise NotImplementedError
+    """Rewards ``[B]`` of ``response[B, T]`` for ``batch``."""
 
 
 class ClassifierReward(Reward):

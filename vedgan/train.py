@@ -168,9 +168,7 @@ class Trainer:
     self.inputs, tokenizer_is_new = self.objective_cls.make_inputs(config, self.workdir)
     tok = self.inputs.tokenizer
     self.objective = self.objective_cls(config, tok)
-    bind = getattr(self.objective, "bind_inputs", None)
-    if bind is not None:  # objectives whose schedules count epochs learn the epoch length
-      bind(self.inputs)
+    self.objective.bind_inputs(self.inputs)  # e.g. schedules given in epochs
     example = parallel.shard_batch(next(iter(self._peek_batch())), self.mesh)
     init = jax.jit(self.objective.init, out_shardings=parallel.replicated(self.mesh))
     self.state = init(jax.random.key(int(config.seed)), example)

@@ -25,6 +25,7 @@ written to ``metadata.json``).
 """
 from __future__ import annotations
 
+import abc
 import bz2
 import collections
 import dataclasses
@@ -68,6 +69,14 @@ def first_existing(root, *relative) -> Optional[epath.Path]:
     if candidate.exists():
       return candidate
   return None
+
+
+def split_files(root: Optional[epath.Path], names: dict) -> Optional[dict]:
+  """``{split: root / name}`` when every one of those files exists, else None."""
+  if root is None:
+    return None
+  files = {split: root / name for split, name in names.items()}
+  return files if all(p.exists() for p in files.values()) else None
 
 
 def archive_kind(path) -> Optional[str]:
@@ -187,13 +196,22 @@ class VedganBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return (f"Get the data from {cls.HOMEPAGE} and put {cls.MANUAL_HELP} in "
             "the manual directory (config.data.manual_dir).")
 
+  #: The split names this builder writes; the default ``_split_generators``
+  #: hands ``_generate_examples(split, files[split])`` each of them.
+  SPLIT_NAMES: tuple = ("train", "validation", "test")
+
   # -- helpers for subclasses --------------------------------------------------
+  @abc.abstractmethod
   def _find(self, paths: dict, dl_manager) -> Optional[dict]:
     """``{key: path}`` -> the files ``_split_generators`` needs, or None.
 
     ``dl_manager.extract(path)`` extracts a nested archive (cached).
     """
-    raise NotImplementedError
+
+  def _split_generators(self, dl_manager):
+    files = self.locate(dl_manager)
+    return {split: self.checked(split, self._generate_examples(split, files[split]))
+            for split in self.SPLIT_NAMES}
 
   def skip_counter(self, split: str) -> collections.Counter:
     """The counter of skipped items of ``split`` (saved in the metadata)."""

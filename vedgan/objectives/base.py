@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vedgan import parallel
 from vedgan.errors import ConfigError
 
 Array = jax.Array
@@ -127,6 +128,39 @@ def apply_updates(tx: optax.GradientTransformation, grads: Any, opt_state: Any, 
   return params, opt_state
 
 
+def build_mle_step(tx: optax.GradientTransformation, network: str, nll_fn: Callable, stage,
+                   start: int) -> Callable:
+  """A per-device maximum-likelihood step for ``state.params[network]``.
+
+  ``nll_fn(params, batch, rng) -> (nll[B], count[B])`` gives per-sequence NLL sums
+  and target-token counts. The loss is ``sum NLL / global token count`` (the
+  count is summed over devices), so the psum of the per-device gradients is the
+  gradient of the global token mean, whatever the device count.
+  """
+  lr_fn = learning_rate_fn(stage)
+
+  def step(state: TrainState, batch):
+    rng = parallel.device_rng(state.step_key())
+
+    def loss_fn(params):
+      nll, count = nll_fn(params, batch, rng)
+      total = jax.lax.stop_gradient(parallel.psum(count.sum()))
+      return nll.sum() / jnp.maximum(total, 1.0), (nll.sum(), count.sum())
+
+    grads, (nll, count) = jax.grad(loss_fn, has_aux=True)(state.params[network])
+    grads = parallel.psum(grads)
+    lr = lr_fn(state.step - start)
+    params, opt_state = apply_updates(tx, grads, state.opt_state[network],
+                                      state.params[network], lr)
+    nll, count = parallel.psum((nll, count))
+    metrics = {"loss": nll / jnp.maximum(count, 1.0), "tokens": count,
+               "grad_norm": global_norm(grads), "learning_rate": lr}
+    return state.replace(step=state.step + 1, params={**state.params, network: params},
+                         opt_state={**state.opt_state, network: opt_state}), metrics
+
+  return step
+
+
 def global_norm(tree: Any) -> Array:
   return optax.tree.norm(tree)
 
@@ -150,6 +184,10 @@ class Objective:
     """``(inputs, tokenizer_is_new)``; see :class:`vedgan.data.inputs.Inputs`."""
     from vedgan.data import inputs as inputs_lib  # pylint: disable=import-outside-toplevel
     return inputs_lib.make_inputs(config, workdir)
+
+  def bind_inputs(self, inputs) -> None:
+    """Called once the inputs exist (e.g. to turn epochs into steps); default: nothing."""
+    del inputs
 
   def word_embeddings(self, state):
     """The model's input word-embedding table ``[V, D]`` (row = token id).

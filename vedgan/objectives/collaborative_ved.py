@@ -501,14 +501,8 @@ def _generate(hred, latent, kind, ids, mode, max_len, top_k, beam_width, length_
 
   common = dict(batch_size=b, max_len=max_len, bos_id=bos, eos_id=eos, pad_id=pad,
                 forbid_ids=forbid)
-  if mode == "greedy":
-    return decode.greedy(step_fn, carry, **common)
-  if mode == "sample":
-    return decode.sample(step_fn, carry, k_dec, temperature=temperature, top_k=top_k, **common)
-  if mode == "beam":
-    return decode.beam_search(step_fn, carry, beam_width=beam_width,
-                              length_penalty=length_penalty, **common)
-  raise ConfigError(f"decoding mode {mode!r} must be one of greedy, sample, beam")
+  return decode.run(mode, step_fn, carry, k_dec, temperature=temperature, top_k=top_k,
+                    beam_width=beam_width, length_penalty=length_penalty, **common)
 
 
 # -- data ---------------------------------------------------------------------------------

@@ -525,26 +525,8 @@ class LSTMLanguageModel(SentenceObjective):
     return {"mle": self.build_mle_step}
 
   def build_mle_step(self, stage, start: int):
-    lr_fn = base.learning_rate_fn(stage)
-
-    def step(state: base.TrainState, batch):
-      def loss_fn(params):
-        nll, count = self.nll(params, batch)
-        total = jax.lax.stop_gradient(parallel.psum(count.sum()))
-        return nll.sum() / jnp.maximum(total, 1.0), (nll.sum(), count.sum())
-
-      grads, (nll, count) = jax.grad(loss_fn, has_aux=True)(state.params["generator"])
-      grads = parallel.psum(grads)
-      lr = lr_fn(state.step - start)
-      params, opt = base.apply_updates(self.tx, grads, state.opt_state["generator"],
-                                       state.params["generator"], lr)
-      nll, count = parallel.psum((nll, count))
-      metrics = {"loss": nll / jnp.maximum(count, 1.0), "tokens": count,
-                 "grad_norm": base.global_norm(grads), "learning_rate": lr}
-      return state.replace(step=state.step + 1, params={"generator": params},
-                           opt_state={"generator": opt}), metrics
-
-    return step
+    return base.build_mle_step(self.tx, "generator",
+                               lambda params, batch, rng: self.nll(params, batch), stage, start)
 
   def eval_step(self, state: base.TrainState, batch):
     nll, count = self.nll(state.params["generator"], batch)

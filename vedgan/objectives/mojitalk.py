@@ -765,14 +765,8 @@ class MojiTalkObjective(base.Objective):
 
     common = dict(batch_size=rows, max_len=int(max_len), bos_id=t.bos_id, eos_id=t.eos_id,
                   pad_id=t.pad_id, forbid_ids=tuple(forbid))
-    if mode == "greedy":
-      return decode.greedy(step_fn, h0, **common)
-    if mode == "sample":
-      return decode.sample(step_fn, h0, key, temperature=temperature, top_k=top_k, **common)
-    if mode == "beam":
-      return decode.beam_search(step_fn, h0, beam_width=beam_width,
-                                length_penalty=length_penalty, **common)
-    raise ConfigError(f"decoding mode {mode!r} must be one of greedy, sample, beam")
+    return decode.run(mode, step_fn, h0, key, temperature=temperature, top_k=top_k,
+                      beam_width=beam_width, length_penalty=length_penalty, **common)
 
   def generate_core(self, params, context, label, key, latent, *, mode="greedy", max_len=24,
                     temperature=1.0, top_k=0, beam_width=4, length_penalty=0.0,

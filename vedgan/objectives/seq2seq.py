@@ -11,7 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from vedgan import decode, losses, parallel
+from vedgan import decode, losses
 from vedgan.nn.seq2seq import Seq2Seq
 from vedgan.objectives import base
 
@@ -66,30 +66,13 @@ class Seq2SeqObjective(base.Objective):
 
   def build_mle_step(self, stage, start: int):
     """Per-device MLE step: loss = sum NLL / global token count, gradients psum'd."""
-    lr_fn = base.learning_rate_fn(stage)
 
-    def step(state: base.TrainState, batch):
-      rng = parallel.device_rng(state.step_key())
+    def nll_fn(params, batch, rng):
+      logits = self.model.apply({"params": params}, batch["context"], batch["response_in"],
+                                train=True, rngs={"dropout": rng})
+      return mle_terms(logits, batch)
 
-      def loss_fn(params):
-        logits = self.model.apply({"params": params}, batch["context"], batch["response_in"],
-                                  train=True, rngs={"dropout": rng})
-        nll, count = mle_terms(logits, batch)
-        total = jax.lax.stop_gradient(parallel.psum(count.sum()))
-        return nll.sum() / jnp.maximum(total, 1.0), (nll.sum(), count.sum())
-
-      grads, (nll, count) = jax.grad(loss_fn, has_aux=True)(state.params["model"])
-      grads = parallel.psum(grads)
-      lr = lr_fn(state.step - start)
-      params, opt_state = base.apply_updates(self.tx, grads, state.opt_state["model"],
-                                             state.params["model"], lr)
-      nll, count = parallel.psum((nll, count))
-      metrics = {"loss": nll / jnp.maximum(count, 1.0), "tokens": count,
-                 "grad_norm": base.global_norm(grads), "learning_rate": lr}
-      return state.replace(step=state.step + 1, params={"model": params},
-                           opt_state={"model": opt_state}), metrics
-
-    return step
+    return base.build_mle_step(self.tx, "model", nll_fn, stage, start)
 
   # -- evaluation ---------------------------------------------------------------
   def eval_step(self, state: base.TrainState, batch):
@@ -141,11 +124,5 @@ def _generate(model, ids, mode, max_len, temperature, top_k, beam_width, length_
 
   common = dict(batch_size=batch, max_len=max_len, bos_id=bos, eos_id=eos, pad_id=pad,
                 forbid_ids=forbid)
-  if mode == "greedy":
-    return decode.greedy(step_fn, h0, **common)
-  if mode == "sample":
-    return decode.sample(step_fn, h0, rng, temperature=temperature, top_k=top_k, **common)
-  if mode == "beam":
-    return decode.beam_search(step_fn, h0, beam_width=beam_width, length_penalty=length_penalty,
-                              **common)
-  raise base.ConfigError(f"decoding mode {mode!r} must be one of greedy, sample, beam")
+  return decode.run(mode, step_fn, h0, rng, temperature=temperature, top_k=top_k,
+                    beam_width=beam_width, length_penalty=length_penalty, **common)

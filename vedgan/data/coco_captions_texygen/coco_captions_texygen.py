@@ -36,6 +36,7 @@ class CocoCaptionsTexygen(VedganBuilder):
   """DatasetBuilder for Texygen's COCO captions (unconditional generation)."""
 
   VERSION = tfds.core.Version("1.0.0")
+  SPLIT_NAMES = ("train", "test")
   RELEASE_NOTES = {"1.0.0": "Texygen image_coco.txt / test_coco.txt."}
   RESOURCES = {
       "train": Resource(_RAW + "image_coco.txt", "image_coco.txt"),
@@ -64,11 +65,6 @@ class CocoCaptionsTexygen(VedganBuilder):
     if train is None or train.is_dir() or test is None or test.is_dir():
       return None
     return {"train": train, "test": test}
-
-  def _split_generators(self, dl_manager):
-    files = self.locate(dl_manager)
-    return {split: self.checked(split, self._generate_examples(split, files[split]))
-            for split in ("train", "test")}
 
   def _generate_examples(self, split, path):
     skipped = self.skip_counter(split)

@@ -136,11 +136,6 @@ class DailyDialog(VedganBuilder):
         return None
     return files
 
-  def _split_generators(self, dl_manager):
-    files = self.locate(dl_manager)
-    return {split: self.checked(split, self._generate_examples(split, files[split]))
-            for split in SPLITS}
-
   def _generate_examples(self, split, files):
     skipped = self.skip_counter(split)
     lines = itertools.zip_longest(

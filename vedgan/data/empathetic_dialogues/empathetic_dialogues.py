@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vedgan.data.builder_base import Resource, VedganBuilder, clean, \
-    first_existing, read_lines
+    first_existing, read_lines, split_files
 
 EMOTIONS = (
     "afraid", "angry", "annoyed", "anticipating", "anxious", "apprehensive",
@@ -147,16 +147,7 @@ class EmpatheticDialogues(VedganBuilder):
 
   def _find(self, paths, dl_manager):
     del dl_manager
-    root = first_existing(paths["data"], "empatheticdialogues", "")
-    if root is None:
-      return None
-    files = {split: root / name for split, name in SPLITS.items()}
-    return files if all(p.exists() for p in files.values()) else None
-
-  def _split_generators(self, dl_manager):
-    files = self.locate(dl_manager)
-    return {split: self.checked(split, self._generate_examples(split, files[split]))
-            for split in SPLITS}
+    return split_files(first_existing(paths["data"], "empatheticdialogues", ""), SPLITS)
 
   def _generate_examples(self, split, path):
     skipped = self.skip_counter(split)

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vedgan.data.builder_base import Resource, VedganBuilder, clean, \
-    first_existing, read_lines
+    first_existing, read_lines, split_files
 
 SPLITS = {"train": "train", "validation": "valid", "test": "test"}
 YOUR_PERSONA = "your persona:"
@@ -131,17 +131,8 @@ class PersonaChat(VedganBuilder):
 
   def _find(self, paths, dl_manager):
     del dl_manager
-    root = first_existing(paths["data"], "personachat", "")
-    if root is None:
-      return None
-    files = {split: root / f"{name}_{self.builder_config.name}.txt"
-             for split, name in SPLITS.items()}
-    return files if all(p.exists() for p in files.values()) else None
-
-  def _split_generators(self, dl_manager):
-    files = self.locate(dl_manager)
-    return {split: self.checked(split, self._generate_examples(split, files[split]))
-            for split in SPLITS}
+    names = {split: f"{name}_{self.builder_config.name}.txt" for split, name in SPLITS.items()}
+    return split_files(first_existing(paths["data"], "personachat", ""), names)
 
   def _generate_examples(self, split, path):
     skipped = self.skip_counter(split)

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vedgan.data.builder_base import Resource, VedganBuilder, clean, \
-    first_existing, read_lines
+    first_existing, read_lines, split_files
 
 SPLITS = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
 LABELS = ("negative", "positive")
@@ -98,16 +98,7 @@ class Sst2(VedganBuilder):
 
   def _find(self, paths, dl_manager):
     del dl_manager
-    root = first_existing(paths["data"], "SST-2", "")
-    if root is None:
-      return None
-    files = {split: root / name for split, name in SPLITS.items()}
-    return files if all(p.exists() for p in files.values()) else None
-
-  def _split_generators(self, dl_manager):
-    files = self.locate(dl_manager)
-    return {split: self.checked(split, self._generate_examples(split, files[split]))
-            for split in SPLITS}
+    return split_files(first_existing(paths["data"], "SST-2", ""), SPLITS)
 
   def _generate_examples(self, split, path):
     skipped = self.skip_counter(split)
