@@ -1,20 +1,11 @@
-"""The README's Python code blocks run as written, and its Quick start has two commands."""
+"""The README's Quick start is exactly the two commands the contract asks for (CI runs the second).
+
+The README's other code blocks are exercised by ``tests/test_docs_blocks.py``.
+"""
 import os
 import re
 
 from conftest import REPO
-
-
-def _blocks(lang):
-  text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
-  return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
-
-
-def test_python_blocks_run():
-  blocks = _blocks("python")
-  assert blocks
-  for block in blocks:
-    exec(compile(block, "README.md", "exec"), {})  # pylint: disable=exec-used
 
 
 def test_quick_start_is_exactly_two_commands():

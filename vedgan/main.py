@@ -19,6 +19,8 @@ config_flags.DEFINE_config_file("config", None, "Config file, optionally with ':
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.DEFINE_bool("debug_errors", False, "Show full tracebacks for configuration errors.")
+flags.DEFINE_bool("dry_run", False, "Check the config and overrides, print the training plan "
+                  "(stages, steps, step functions) and exit without reading data or writing.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -34,6 +36,9 @@ def main(argv):
     from vedgan import parallel  # pylint: disable=import-outside-toplevel
     parallel.initialize_distributed()
   try:
+    if FLAGS.dry_run:
+      print(train.dry_run(config, FLAGS.workdir))
+      return
     result = train.run(config, FLAGS.workdir)
   except (VedganError, FileNotFoundError, PermissionError) as e:
     if FLAGS.debug_errors:

@@ -345,3 +345,21 @@ def run(config, workdir: str) -> dict[str, Any]:
     return trainer.train()
   finally:
     trainer.close()
+
+
+def dry_run(config, workdir: str) -> str:
+  """Validates ``config`` as a run in ``workdir`` would, without data or writes.
+
+  Checks the objective, the stages and their step functions, the batch sizes
+  against the devices, and compatibility with an existing ``workdir``; returns
+  a few lines describing the plan. Errors are the same one-line
+  :class:`vedgan.errors.VedganError` s the run itself raises.
+  """
+  trainer = Trainer(config, os.path.abspath(os.path.expanduser(workdir)))
+  lines = [f"objective {config.objective}: {trainer.total_steps} steps on "
+           f"{trainer.mesh.devices.size} device(s), global batch {config.train.batch_size}"]
+  for span in trainer.spans:
+    cycle = ",".join(f"{name}*{n}" for name, n in span.cycle)
+    lines.append(f"  stage {span.name}: steps [{span.start}, {span.end}) cycle {cycle} "
+                 f"lr {float(span.config.learning_rate):g}")
+  return "\n".join(lines)
