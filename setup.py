@@ -29,6 +29,13 @@ EXTRAS = {
         "nltk>=3.8",
         "sacrebleu>=2.3",
         "scipy>=1.10",
+        "nbclient>=0.10",           # tests/test_notebooks.py runs colab/*.ipynb
+        "nbformat>=5.9",
+        "ipykernel>=6.29",
+    ],
+    # benchmarks/ only: the PyTorch side of the side-by-side timings
+    "bench": [
+        "torch>=2.1",
     ],
 }
 

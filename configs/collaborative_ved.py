@@ -71,6 +71,8 @@ def get_config(variant: str = "co_ss"):
   c.model.latent_dim = 512             # "The dimension of latent variables is set to 512"
   c.model.estimator_hidden = 512       # 2-layer feed-forward prior/posterior estimators
   c.model.unroll = 1
+  c.model.remat = False                # jax.checkpoint the scan bodies (long sequences)
+  c.model.dtype = "float32"            # compute dtype: float32 | bfloat16
 
   c.ved = configlib.ml_collections.ConfigDict()
   c.ved.kl_anneal_steps = 12_000       # KLA: weight 0 -> 1 over the first 12k steps (DailyDialog)

@@ -38,6 +38,7 @@ def _gan(c):
   m.forget_bias = 1.0               # LSTM forget-gate bias (not stated in the paper)
   m.unroll = 1
   m.dtype = "float32"
+  m.remat = False                   # jax.checkpoint the scan bodies (long sequences)
   c.stages.gan = configlib.stage("disc*1,gen*1", num_steps=100_000, learning_rate=2e-4)
   c.stage_order = ("gan",)
 
@@ -51,6 +52,7 @@ def _lm(c):
   m.forget_bias = 1.0
   m.unroll = 1
   m.dtype = "float32"
+  m.remat = False                   # jax.checkpoint the scan bodies (long sequences)
   c.optimizer.b1 = 0.9
   c.optimizer.grad_clip_norm = 5.0
   c.stages.mle = configlib.stage("mle", num_steps=2_000, learning_rate=1e-3)

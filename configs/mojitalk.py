@@ -96,6 +96,7 @@ def get_config(variant: str = "demo"):
   c.model.dropout = 0.2               # input dropout 0.2
   c.model.dtype = "float32"
   c.model.unroll = 1
+  c.model.remat = False               # jax.checkpoint the scan bodies (long sequences)
   c.model.emoji_dim = 12              # emoji embedding -> tanh dense -> 12 dims
   c.model.latent_dim = 268            # latent size 268
   c.model.recognition_hidden = (268, 268)  # q(z|x,c): 3-layer tanh MLP

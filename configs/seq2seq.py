@@ -19,7 +19,9 @@ def get_config(variant: str = "default"):
   c.model.tie_embeddings = False
   c.model.dropout = 0.2
   c.model.dtype = "float32"           # compute dtype: float32 | bfloat16
-  c.model.unroll = 1
+  c.model.unroll = 1                  # lax.scan unroll factor of the recurrent layers
+  c.model.remat = False               # jax.checkpoint the scan bodies (long sequences)
+  c.model.loss_chunk = 0              # >0: chunked output-layer CE, no [B, T, V] logits (big V)
 
   c.tokenizer.vocab_size = 3000      # the embedded corpus supports at most ~3.1k unigram pieces
   c.train.batch_size = 128

@@ -47,6 +47,7 @@ def _paper(c):
   m.discriminator_trains_words = True  # W is shared and "optimized again throughout the training"
   m.dtype = "float32"
   m.unroll = 1
+  m.remat = False                   # jax.checkpoint the scan bodies (long sequences)
 
   g = c.gan
   g.topk = 2                        # k of the top-k softmax (Sec. 4)

@@ -26,6 +26,7 @@ def tiny_overrides() -> dict:
       "train.log_every": 2,
       "train.num_samples": 2,
       "train.progress": False,
+      "train.eval_plots": False,
       "data.max_context_len": 16,
       "data.max_response_len": 12,
       "data.buckets": (8, 16),
@@ -42,6 +43,7 @@ def make_config(path: str = "configs/seq2seq.py", variant: str = "demo", **overr
   spec.loader.exec_module(module)
   config = module.get_config(variant)
   values = tiny_overrides() if path.endswith("seq2seq.py") else {}
+  values.setdefault("train.eval_plots", False)  # stage-end model plots: tests/test_plots.py
   values.update({k.replace("__", "."): v for k, v in overrides.items()})
   for dotted, value in values.items():
     node = config

@@ -4,7 +4,7 @@
   build on each other as a reader would type them); a page may give a
   prelude in :data:`PRELUDES` for names it assumes (e.g. a trained ``config``).
 * ``bash``/``sh`` blocks run under ``bash -e`` with ``python``, ``pip``, ``cp``,
-  ``mkdir`` and ``tensorboard`` replaced by shims (``tests/docshim/``), so bash
+  ``mkdir``, ``tensorboard`` and ``gcloud`` replaced by shims (``tests/docshim/``), so bash
   does the expansion (variables, loops) and every ``python ...`` command is
   recorded; ``tests/doccheck.py`` then parses each recorded command with its
   program's own argument parser and dry-runs every config it names

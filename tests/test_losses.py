@@ -81,6 +81,13 @@ def _grad_cases():
       "sequence_cross_entropy(label_smoothing)": (
           lambda l: losses.sequence_cross_entropy(
               l, TARGETS, MASK, label_smoothing=0.1)[0], (logits,)),
+      "chunked_softmax_cross_entropy": (
+          lambda h, w, b: losses.chunked_softmax_cross_entropy(
+              h, w, b, TARGETS.reshape(-1), MASK.reshape(-1), chunk_size=4),
+          (rng.randn(B * T, D) * 0.5, rng.randn(D, V) * 0.5, rng.randn(V) * 0.5)),
+      "chunked_sequence_cross_entropy": (
+          lambda h, w: losses.chunked_sequence_cross_entropy(h, w, None, TARGETS, MASK, 2)[0],
+          (rng.randn(B, T, D) * 0.5, rng.randn(D, V) * 0.5)),
       "token_log_probs": (lambda l: losses.token_log_probs(l, TARGETS, 0.7),
                           (logits,)),
       "bow_loss": (lambda f: losses.bow_loss(f, TARGETS, MASK),

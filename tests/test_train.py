@@ -125,3 +125,19 @@ def test_swapped_tokenizer_is_refused_without_touching_workdir(tmp_path):
   with pytest.raises(CheckpointError, match="tokenizer .* does not match"):
     train.run(make_config(stages__mle__num_steps=4), str(tmp_path))
   assert _tree_snapshot(tmp_path) == before
+
+
+def test_trim_logs_drops_later_rows_and_a_torn_last_line(tmp_path):
+  """A kill mid-write leaves a torn last line; resuming at step 3 keeps rows <= 3 only."""
+  import types  # pylint: disable=import-outside-toplevel
+
+  rows = [{"step": s, "stage": "mle", "split": "train", "loss": 1.0} for s in (1, 2, 3, 4)]
+  text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 5, "stage": "ml'
+  (tmp_path / "metrics.jsonl").write_text(text)
+  (tmp_path / "samples.jsonl").write_text('{"step": 3, "response": "hi"}')  # no newline
+  fake = types.SimpleNamespace(is_chief=True, workdir=str(tmp_path))
+  train.Trainer._trim_logs(fake, 3)  # pylint: disable=protected-access
+  assert [json.loads(l)["step"] for l in open(tmp_path / "metrics.jsonl")] == [1, 2, 3]
+  assert (tmp_path / "samples.jsonl").read_text() == '{"step": 3, "response": "hi"}\n'
+  train.Trainer._trim_logs(fake, -1)  # pylint: disable=protected-access
+  assert (tmp_path / "metrics.jsonl").read_text() == ""

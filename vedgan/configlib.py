@@ -25,6 +25,9 @@ from vedgan.errors import ConfigError  # noqa: F401  (re-exported for configs)
 # vocabulary or the data the tokenizer was trained on would differ).
 STRUCTURAL_SECTIONS = ("objective", "model", "tokenizer", "data")
 MACHINE_LOCAL_DATA_FIELDS = ("data_dir", "manual_dir", "path")
+# Model fields that change how the same parameters are computed, not what they are:
+# a run may be resumed with other values (e.g. bf16 compute on a TPU after a CPU start).
+COMPUTE_ONLY_MODEL_FIELDS = ("dtype", "unroll", "remat", "loss_chunk")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -75,7 +78,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 50
   c.train.num_samples = 4             # validation contexts decoded at each evaluation
   c.train.progress = True             # progress bar on stderr
+  c.train.eval_plots = True           # stage-end evaluation PNGs (run the model); curves are always drawn
   c.train.distributed = False         # call jax.distributed.initialize() (multi-host)
+  c.train.nonfinite = "stop"          # a step with a NaN/inf metric or update is never applied;
+                                      # "stop": end the run with an error at the next log point,
+                                      # "skip": drop the step (data and schedules move on)
+  c.train.max_consecutive_skips = 20  # "skip": stop after this many non-finite steps in a row
+  c.train.steps_per_call = 1          # train steps per jitted call (lax.scan over K batches)
 
   c.decode = ml_collections.ConfigDict()
   c.decode.mode = "greedy"            # greedy | sample | beam
@@ -127,9 +136,11 @@ def ordered_stages(config) -> list[tuple[str, ml_collections.ConfigDict]]:
   for name in order:
     s = config.stages[name]
     if int(s.num_steps) < 0:
-      raise ConfigError(f"config.stages.{name}.num_steps={s.num_steps} must be >= 0")
+      raise ConfigError(f"config.stages.{name}.num_steps={s.num_steps} must be >= 0; set "
+                        f"--config.stages.{name}.num_steps to the steps the stage should run")
     if not float(s.learning_rate) >= 0:
-      raise ConfigError(f"config.stages.{name}.learning_rate={s.learning_rate} must be >= 0")
+      raise ConfigError(f"config.stages.{name}.learning_rate={s.learning_rate} must be >= 0; "
+                        f"set --config.stages.{name}.learning_rate=1e-3 for example")
     parse_cycle(s.step)
     out.append((name, s))
   return out
@@ -138,26 +149,41 @@ def ordered_stages(config) -> list[tuple[str, ml_collections.ConfigDict]]:
 def validate(config, step_names) -> None:
   """One-line :class:`ConfigError` for values no run could use."""
   checks = [
-      ("train.batch_size", config.train.batch_size, lambda v: int(v) > 0),
-      ("train.eval_batch_size", config.train.eval_batch_size, lambda v: int(v) > 0),
-      ("train.eval_every", config.train.eval_every, lambda v: int(v) > 0),
-      ("train.checkpoint_every", config.train.checkpoint_every, lambda v: int(v) > 0),
-      ("train.log_every", config.train.log_every, lambda v: int(v) > 0),
-      ("train.eval_batches", config.train.eval_batches, lambda v: int(v) >= 0),
-      ("train.num_samples", config.train.num_samples, lambda v: int(v) >= 0),
-      ("train.max_checkpoints", config.train.max_checkpoints, lambda v: int(v) >= 1),
-      ("tokenizer.vocab_size", config.tokenizer.vocab_size, lambda v: int(v) >= 16),
-      ("data.max_context_len", config.data.max_context_len, lambda v: int(v) >= 1),
-      ("data.max_response_len", config.data.max_response_len, lambda v: int(v) >= 2),
-      ("data.context_turns", config.data.context_turns, lambda v: int(v) >= 1),
+      ("train.batch_size", config.train.batch_size, lambda v: int(v) > 0, "must be > 0"),
+      ("train.eval_batch_size", config.train.eval_batch_size, lambda v: int(v) > 0,
+       "must be > 0"),
+      ("train.eval_every", config.train.eval_every, lambda v: int(v) > 0, "must be > 0"),
+      ("train.checkpoint_every", config.train.checkpoint_every, lambda v: int(v) > 0,
+       "must be > 0"),
+      ("train.log_every", config.train.log_every, lambda v: int(v) > 0, "must be > 0"),
+      ("train.eval_batches", config.train.eval_batches, lambda v: int(v) >= 0, "must be >= 0"),
+      ("train.num_samples", config.train.num_samples, lambda v: int(v) >= 0, "must be >= 0"),
+      ("train.max_checkpoints", config.train.max_checkpoints, lambda v: int(v) >= 1,
+       "must be >= 1"),
+      ("tokenizer.vocab_size", config.tokenizer.vocab_size, lambda v: int(v) >= 16,
+       "must be >= 16: 6 ids are special tokens"),
+      ("data.max_context_len", config.data.max_context_len, lambda v: int(v) >= 1,
+       "must be >= 1"),
+      ("data.max_response_len", config.data.max_response_len, lambda v: int(v) >= 2,
+       "must be >= 2: it counts the end-of-sequence token"),
+      ("data.context_turns", config.data.context_turns, lambda v: int(v) >= 1, "must be >= 1"),
+      ("train.nonfinite", config.train.get("nonfinite", "stop"),
+       lambda v: v in ("stop", "skip"), "must be 'stop' or 'skip'"),
+      ("train.max_consecutive_skips", config.train.get("max_consecutive_skips", 20),
+       lambda v: int(v) >= 1, "must be >= 1"),
+      ("train.steps_per_call", config.train.get("steps_per_call", 1), lambda v: int(v) >= 1,
+       "must be >= 1; 1 runs one step per jitted call"),
   ]
-  for name, value, ok in checks:
+  for name, value, ok, *rule in checks:
     try:
       good = ok(value)
     except (TypeError, ValueError):
       good = False
     if not good:
-      raise ConfigError(f"config.{name}={value!r} is out of range")
+      why = rule[0] if rule else "see vedgan/configlib.py"
+      raise ConfigError(f"config.{name}={value!r} is out of range ({why}); "
+                        f"set --config.{name} to a valid value")
+  _check_dropout(config, "")
   buckets = tuple(config.data.buckets)
   if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 1:
     raise ConfigError(f"config.data.buckets={buckets} must be increasing positive lengths")
@@ -170,17 +196,42 @@ def validate(config, step_names) -> None:
       if step not in step_names:
         raise ConfigError(f"config.stages.{name}.step uses unknown step function {step!r}; "
                           f"objective {config.objective!r} has {sorted(step_names)}")
+  if sum(int(s.num_steps) for _, s in ordered_stages(config)) == 0:
+    raise ConfigError(f"the stages {list(config.stage_order)} train 0 steps in total; set "
+                      "--config.stages.<name>.num_steps to a positive number")
+
+
+def _check_dropout(section, prefix: str) -> None:
+  """Every ``*dropout*`` number under ``section`` (``model.dropout``,
+  ``model.classifier.dropout``, ``ved.word_dropout``...) is a probability in [0, 1)."""
+  if not hasattr(section, "items"):
+    return
+  for key, value in section.items():
+    path = f"{prefix}.{key}" if prefix else key
+    if hasattr(value, "items"):
+      _check_dropout(value, path)
+    elif "dropout" in key and isinstance(value, (int, float)) and not isinstance(value, bool):
+      if not 0 <= value < 1:
+        raise ConfigError(f"config.{path}={value!r} is out of range (a drop probability must "
+                          f"be in [0, 1)); set --config.{path}=0.1 for example")
 
 
 def structural_diff(saved: dict, current: dict) -> list[str]:
-  """Dotted keys in :data:`STRUCTURAL_SECTIONS` whose values differ between two config dicts."""
+  """Dotted keys in :data:`STRUCTURAL_SECTIONS` whose values differ between two config dicts.
+
+  A key the saved config lacks (a field added to vedgan after the run started)
+  is not a difference, nor are :data:`COMPUTE_ONLY_MODEL_FIELDS`; checkpoint
+  restoring still checks every array's shape and dtype.
+  """
   diffs = []
 
   def walk(a, b, prefix):
+    if prefix.split(".")[-1] in COMPUTE_ONLY_MODEL_FIELDS and prefix.startswith("model."):
+      return
     if isinstance(a, dict) and isinstance(b, dict):
       for k in sorted(set(a) | set(b)):
         walk(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}.{k}" if prefix else k)
-    elif a != b:
+    elif a != b and a != "<missing>":
       diffs.append(f"{prefix}: {a!r} -> {b!r}")
 
   for section in STRUCTURAL_SECTIONS:

@@ -38,6 +38,8 @@ import jax.numpy as jnp
 __all__ = [
     # likelihood
     "sequence_cross_entropy",
+    "chunked_softmax_cross_entropy",
+    "chunked_sequence_cross_entropy",
     "token_log_probs",
     "bow_loss",
     "word_dropout",
@@ -184,6 +186,137 @@ def _sequence_cross_entropy(logits, targets, mask, label_smoothing, smooth):
     nll = (1.0 - eps) * nll - eps * jnp.mean(log_probs, axis=-1)
   count = jnp.sum(mask.astype(dtype), axis=-1)
   return _masked_sum(nll, mask), count
+
+
+def chunked_softmax_cross_entropy(
+    hidden: jax.Array,
+    weight: jax.Array,
+    bias: jax.Array | None,
+    targets: jax.Array,
+    mask: jax.Array,
+    chunk_size: int = 1024,
+) -> jax.Array:
+  """Per-row softmax cross-entropy of ``logits = hidden @ weight + bias``, chunk by chunk.
+
+  The same value as ``-log softmax(hidden @ weight + bias)[targets]`` (the
+  per-token term of :func:`sequence_cross_entropy`: the MLE loss of HappyBot
+  Eq. 6 and of the dialogue GAN's Eq. 4), but the ``[N, V]`` logits
+  are never materialised: a ``lax.scan`` walks over ``chunk_size`` rows at a
+  time, and its body is wrapped in ``jax.checkpoint`` so the backward pass
+  recomputes each chunk's logits instead of storing them. Peak temporary memory
+  is about ``chunk_size * V`` floats (forward and backward) instead of
+  ``N * V``; the cost is one extra ``[chunk, H] x [H, V]`` matmul per chunk in
+  the backward pass. Worth it when ``N * V * 4`` bytes (``N = B * T`` target
+  tokens) is a large share of accelerator memory, e.g. a 30k vocabulary with
+  thousands of tokens per device; for small vocabularies the plain path is
+  faster.
+
+  The matmul runs in ``hidden.dtype`` (bfloat16 under mixed precision) with
+  float32 accumulation; the log-sum-exp and the result are float32.
+
+  Args:
+    hidden: ``[N, H]`` final features (e.g. decoder outputs of all ``B * T``
+      teacher-forced positions, flattened).
+    weight: ``[H, V]`` output projection (a tied embedding table is ``E.T``).
+    bias: ``[V]`` or None.
+    targets: ``[N]`` integer ids (clipped to ``[0, V)``; masked rows may hold anything).
+    mask: ``[N]`` 1 for real tokens, 0 for padding (non-binary values weigh rows).
+    chunk_size: rows per chunk (static); ``N`` is padded up to a multiple.
+
+  Returns:
+    ``nll[N]`` float32 (float64 for float64 inputs),
+    ``mask * (logsumexp(logits) - logits[target])``, 0 where masked.
+
+  >>> import jax.numpy as jnp
+  >>> h = jnp.eye(2)
+  >>> w = jnp.log(jnp.array([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]))
+  >>> nll = chunked_softmax_cross_entropy(h, w, None, jnp.array([0, 1]),
+  ...                                     jnp.array([1, 1]), chunk_size=1)
+  >>> print([round(float(x), 4) for x in nll])  # -log 0.5, -log 0.8
+  [0.6931, 0.2231]
+  """
+  hidden, weight, targets, mask = map(jnp.asarray, (hidden, weight, targets, mask))
+  if hidden.ndim != 2 or weight.ndim != 2 or weight.shape[0] != hidden.shape[1]:
+    raise ValueError(f"hidden {hidden.shape} and weight {weight.shape} must be [N, H] and "
+                     "[H, V]")
+  _check_shape("targets", targets, hidden.shape[:1])
+  _check_shape("mask", mask, hidden.shape[:1])
+  if bias is not None:
+    bias = jnp.asarray(bias)
+    _check_shape("bias", bias, weight.shape[1:])
+  if int(chunk_size) < 1:
+    raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+  return _chunked_ce(hidden, weight, bias, targets, mask, chunk_size=int(chunk_size))
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def _chunked_ce(hidden, weight, bias, targets, mask, chunk_size):
+  n, features = hidden.shape
+  vocab = weight.shape[1]
+  chunk = min(chunk_size, n)
+  num_chunks = -(-n // chunk)
+  pad = num_chunks * chunk - n
+  acc = jnp.promote_types(hidden.dtype, jnp.float32)  # float32, or float64 under x64
+  mask = mask.astype(acc)
+  if pad:
+    hidden = jnp.pad(hidden, ((0, pad), (0, 0)))
+    targets = jnp.pad(targets, (0, pad))
+    mask = jnp.pad(mask, (0, pad))
+  xs = (hidden.reshape(num_chunks, chunk, features), targets.reshape(num_chunks, chunk),
+        mask.reshape(num_chunks, chunk))
+
+  @jax.checkpoint
+  def chunk_nll(w, b, h, t, m):
+    logits = jnp.dot(h, w.astype(h.dtype), preferred_element_type=acc).astype(acc)
+    if b is not None:
+      logits = logits + b.astype(acc)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, jnp.clip(t, 0, vocab - 1)[:, None], axis=-1)[:, 0]
+    return jnp.where(m != 0, (lse - picked) * m, 0.0)
+
+  def body(carry, x):
+    return carry, chunk_nll(weight, bias, *x)
+
+  _, nll = jax.lax.scan(body, None, xs)
+  return nll.reshape(-1)[:n]
+
+
+def chunked_sequence_cross_entropy(
+    hidden: jax.Array,
+    weight: jax.Array,
+    bias: jax.Array | None,
+    targets: jax.Array,
+    mask: jax.Array,
+    chunk_size: int = 1024,
+) -> tuple[jax.Array, jax.Array]:
+  """:func:`sequence_cross_entropy` of ``hidden @ weight + bias`` without ``[B, T, V]`` logits.
+
+  The teacher-forced MLE loss (HappyBot Eq. 6, dialogue GAN Eq. 4) for large
+  vocabularies. Flattens ``[B, T]`` to ``N = B * T`` rows and calls
+  :func:`chunked_softmax_cross_entropy` (see there for memory and cost).
+
+  Args:
+    hidden: ``[B, T, H]``; weight ``[H, V]``; bias ``[V]`` or None.
+    targets, mask: ``[B, T]``.
+    chunk_size: rows (tokens) per chunk.
+
+  Returns:
+    ``(nll_sum [B], token_count [B])`` float32, as :func:`sequence_cross_entropy`.
+
+  >>> import jax.numpy as jnp
+  >>> h = jnp.zeros((1, 3, 4))                      # uniform logits over V = 5
+  >>> s, n = chunked_sequence_cross_entropy(h, jnp.ones((4, 5)), None, jnp.zeros((1, 3), int),
+  ...                                       jnp.array([[1, 1, 0]]), chunk_size=2)
+  >>> print(round(float(s[0]), 4), float(n[0]))     # 2 * log 5
+  3.2189 2.0
+  """
+  hidden, targets, mask = map(jnp.asarray, (hidden, targets, mask))
+  _check_shape("targets", targets, hidden.shape[:-1])
+  _check_shape("mask", mask, targets.shape)
+  lead = targets.shape
+  nll = chunked_softmax_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), weight, bias,
+                                      targets.reshape(-1), mask.reshape(-1), chunk_size)
+  return nll.reshape(lead).sum(axis=-1), mask.astype(jnp.float32).sum(axis=-1)
 
 
 @jax.jit

@@ -4,11 +4,18 @@ r"""Command-line entry point.
       [--config.train.batch_size=64 ...]
 
 Rerunning the same command resumes from the latest checkpoint in ``--workdir``.
+
+Multi-process runs start one such command per process (per host), all with
+``--config.train.distributed=True``. On TPU pods that is all; elsewhere each
+process also gets ``--coordinator_address=HOST0:PORT --num_processes=N
+--process_id=I`` (or ``$JAX_COORDINATOR_ADDRESS``, ``$JAX_NUM_PROCESSES``,
+``$JAX_PROCESS_ID``), and every process must see the same ``--workdir``.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -21,7 +28,73 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and result
 flags.DEFINE_bool("debug_errors", False, "Show full tracebacks for configuration errors.")
 flags.DEFINE_bool("dry_run", False, "Check the config and overrides, print the training plan "
                   "(stages, steps, step functions) and exit without reading data or writing.")
+flags.DEFINE_string("coordinator_address", None, "Multi-process runs: 'host:port' of process 0 "
+                    "(default: $JAX_COORDINATOR_ADDRESS, or found by JAX on TPU pods, SLURM, MPI).")
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: number of processes "
+                     "(default: $JAX_NUM_PROCESSES, or found by JAX).")
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process, 0..num_processes-1 "
+                     "(default: $JAX_PROCESS_ID, or found by JAX).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _fail(message: str) -> None:
+  """Prints ``vedgan: error: <first line of message>`` to stderr and exits with status 2."""
+  lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+  print(f"vedgan: error: {lines[0] if lines else 'unknown error'}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _flag_error_message(error: Exception, argv: list[str]) -> str:
+  """One line for a mistake found while parsing the command line."""
+  text = str(error)
+  if "Error whilst parsing config file" in text:
+    # The config file's get_config() raised; ml_collections packs its traceback
+    # into the message. Its last line is "module.ErrorClass: message".
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    return re.sub(r"^[\w.]*(Error|Exception):\s*", "", last)
+  if isinstance(error, (AttributeError, KeyError)):
+    # A typo'd --config.<path>: ml_collections raises on the missing field.
+    clean = text.replace("\\n", " ").replace("\n", " ")
+    guess = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', clean)
+    bad = guess.group(2) if guess else clean.strip("'\" ").split("'")[0]
+    flag = next((a.split("=", 1)[0] for a in argv
+                 if re.match(r"-{1,2}config\.", a) and a.split("=", 1)[0].split(".")[-1] == bad),
+                f"--config...{bad}")
+    hint = f"did you mean {guess.group(1)!r}?" if guess else "check the spelling"
+    return (f"{flag}: the config has no field {bad!r} ({hint}); overrides can only set fields "
+            "the config file defines")
+  if isinstance(error, flags.UnrecognizedFlagError):
+    return f"{text.splitlines()[0]}; see --helpfull for the flags"
+  first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+  if first.startswith("flag --config.") and ":" in first:
+    return f"{first}; give a value of the field's type"
+  return first
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with every command-line mistake reported as one line (exit 2)."""
+  try:
+    return FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    _fail(_flag_error_message(e, argv))
+  return []  # unreachable
+
+
+def _loaded_config():
+  """``FLAGS.config``, or a one-line error if the config file could not be loaded."""
+  config = FLAGS.config
+  try:
+    config.objective  # pylint: disable=pointless-statement
+  except (OSError, AttributeError) as e:
+    filename = config_flags.get_config_filename(FLAGS["config"])
+    if isinstance(e, OSError):
+      why = ("no such file" if not os.path.isfile(filename)
+             else str(e.__cause__ or e).strip().splitlines()[-1].strip())
+      _fail(f"--config {filename}: the config file cannot be loaded ({why}); give an existing "
+            "config file, e.g. --config configs/seq2seq.py:demo")
+    _fail(f"--config {filename}: the config has no 'objective' field; start it from "
+          "vedgan.configlib.base_config()")
+  return config
 
 
 def main(argv):
@@ -31,26 +104,68 @@ def main(argv):
   from vedgan import train  # pylint: disable=import-outside-toplevel
   from vedgan.errors import VedganError  # pylint: disable=import-outside-toplevel
 
-  config = FLAGS.config
-  if config.train.get("distributed", False):
-    from vedgan import parallel  # pylint: disable=import-outside-toplevel
-    parallel.initialize_distributed()
+  config = _loaded_config()
   try:
+    _initialize_distributed(config, join=not FLAGS.dry_run)
+    _check_config(config)
     if FLAGS.dry_run:
       print(train.dry_run(config, FLAGS.workdir))
       return
     result = train.run(config, FLAGS.workdir)
-  except (VedganError, FileNotFoundError, PermissionError) as e:
+  except (VedganError, OSError) as e:
     if FLAGS.debug_errors:
       raise
-    print(f"vedgan: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    if isinstance(e, VedganError):
+      _fail(str(e))
+    where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+    _fail(f"{e.strerror or e}{where}; free space or fix permissions and rerun the same command "
+          "(it resumes from the last checkpoint)")
   print("final: " + json.dumps(result, sort_keys=True))
 
 
-def run_cli():
+def _initialize_distributed(config, join: bool = True) -> None:
+  """Joins the multi-process job when ``train.distributed`` is set (``join=False``: only checks
+  the settings, as ``--dry_run`` does; the plan then shows this process's devices).
+
+  ``--coordinator_address``/``--num_processes``/``--process_id`` fall back to
+  ``$JAX_COORDINATOR_ADDRESS``/``$JAX_NUM_PROCESSES``/``$JAX_PROCESS_ID``; what is
+  still unset is left to JAX's cluster detection (TPU pods need none of them).
+  """
+  from vedgan.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  names = (("coordinator_address", "JAX_COORDINATOR_ADDRESS"),
+           ("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID"))
+  if not config.train.get("distributed", False):
+    if any(FLAGS[name].present for name, _ in names):
+      raise ConfigError("--coordinator_address/--num_processes/--process_id need "
+                        "--config.train.distributed=True")
+    return
+  values = {}
+  for name, env in names:
+    value = FLAGS[name].value
+    if value is None and os.environ.get(env, "").strip():
+      value = os.environ[env].strip()
+      if name != "coordinator_address":
+        if not value.isdigit():
+          raise ConfigError(f"${env}={value!r} is not a non-negative integer; set it to a "
+                            "whole number or unset it")
+        value = int(value)
+    values[name] = value
+  from vedgan import parallel  # pylint: disable=import-outside-toplevel
+  parallel.initialize_distributed(**values, join=join)
+
+
+def _check_config(config) -> None:
+  """Range and recipe checks before anything else (so a negative batch size is reported as
+  out of range rather than as not divisible by the devices)."""
+  from vedgan import configlib  # pylint: disable=import-outside-toplevel
+  from vedgan.objectives.base import get_objective_class  # pylint: disable=import-outside-toplevel
+  configlib.validate(config, get_objective_class(config.objective).STEPS)
+
+
+def run_cli(argv: list[str] | None = None):
+  """The console entry point; ``argv`` (default ``sys.argv``) is for in-process tests."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  app.run(main)
+  app.run(main, argv=argv, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

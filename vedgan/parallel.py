@@ -21,10 +21,53 @@ AXIS = "data"
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
-  """Joins a multi-host job (TPU pods find their peers without arguments)."""
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
+                           process_id: int | None = None, join: bool = True) -> None:
+  """Joins a multi-process job with ``jax.distributed.initialize``; call before any JAX work.
+
+  With no arguments JAX finds its peers itself (Cloud TPU pods and slices,
+  SLURM, Open MPI, Kubernetes) and ``JAX_COORDINATOR_ADDRESS`` is honoured.
+  Elsewhere (e.g. several processes on one or more CPU/GPU machines) give all
+  three: ``coordinator_address`` (``"host:port"`` of process 0, the same on
+  every process), ``num_processes`` and this process's ``process_id`` in
+  ``[0, num_processes)``. On CPU, JAX runs the cross-process collectives with
+  gloo over TCP (``jax_cpu_collectives_implementation``, gloo by default).
+  Calling it again in a process that has already joined does nothing;
+  ``join=False`` only checks the arguments.
+
+  Raises:
+    ConfigError: a bad or incomplete address / count / id, or a failed join.
+  """
+  if jax.distributed.is_initialized():
+    return
+  given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
+           "process_id": process_id}
+  if num_processes is not None and int(num_processes) < 1:
+    raise ConfigError(f"num_processes={num_processes} must be at least 1")
+  if process_id is not None and num_processes is not None and not (
+      0 <= int(process_id) < int(num_processes)):
+    raise ConfigError(f"process_id={process_id} must be in [0, num_processes={num_processes})")
+  if coordinator_address is not None and not _is_host_port(coordinator_address):
+    raise ConfigError(f"coordinator_address={coordinator_address!r} is not 'host:port'; give the "
+                      "address and a free port of process 0, e.g. 10.0.0.2:8476")
+  if not join:
+    return
+  try:
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=None if num_processes is None else int(num_processes),
+        process_id=None if process_id is None else int(process_id))
+  except (ValueError, TypeError, RuntimeError) as e:
+    missing = [k for k, v in given.items() if v is None]
+    hint = (f"set {', '.join(missing)} (or run where JAX detects them: TPU pod, SLURM, Open MPI)"
+            if missing else "check that every process uses the same coordinator address and "
+            "process count and that process 0 is reachable")
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    raise ConfigError(f"jax.distributed.initialize failed ({first}); {hint}") from None
+
+
+def _is_host_port(address: str) -> bool:
+  host, sep, port = str(address).rpartition(":")
+  return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -73,6 +116,16 @@ def data_parallel(fn: Callable, mesh: Mesh, donate_state: bool = True) -> Callab
   its first axis.
   """
   sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()),
+                          check_vma=False)
+  return jax.jit(sharded, donate_argnums=(0,) if donate_state else ())
+
+
+def data_parallel_steps(fn: Callable, mesh: Mesh, donate_state: bool = True) -> Callable:
+  """Like :func:`data_parallel` for a per-device ``fn(state, batches) -> (state, outputs)``
+  whose batch leaves are stacked ``[K, B, ...]`` (K consecutive steps, e.g. run by
+  ``lax.scan``): the batch is split on its *second* axis, state and outputs are replicated.
+  """
+  sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(None, AXIS)), out_specs=(P(), P()),
                           check_vma=False)
   return jax.jit(sharded, donate_argnums=(0,) if donate_state else ())
 

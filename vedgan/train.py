@@ -6,6 +6,26 @@ The global step decides everything: which stage runs (stages follow each other,
 the step and the learning-rate schedule. Restarting the same command restores
 the latest checkpoint (state + data position) and continues as if never stopped.
 
+Reliability (docs/reliability.md):
+
+* A run killed anywhere (even while a checkpoint is being written) and restarted
+  with the same command ends bit-identical to an uninterrupted run: orbax only
+  renames a checkpoint into place once it is complete, and log rows written
+  after the restored step (a torn last line included) are dropped and redone.
+* SIGTERM (preemption) saves a checkpoint and returns; the CLI exits 0.
+* Non-finite guard: inside the jitted step, an update whose metrics or new
+  parameters / optimizer / extra state hold a NaN or inf is not applied (the
+  old state is kept, ``step + 1``). The host learns of it at the next log or
+  checkpoint point (no per-step sync): ``train.nonfinite="stop"`` ends the run
+  with a one-line error naming the step, the stage and the quantities, before
+  any later checkpoint is written; ``"skip"`` counts the step in the logged
+  ``skipped_nonfinite`` and stops only after ``train.max_consecutive_skips``
+  skipped steps in a row.
+* ``train.steps_per_call=K`` runs up to K consecutive steps of one step function
+  in one jitted call (``lax.scan`` over K stacked batches of equal shapes),
+  never across a log, eval, checkpoint, stage or cycle boundary; batches of
+  different bucket shapes fall back to single steps. Logged rows are the same.
+
 Workdir layout::
 
   config.json        the config the run was started with (checked on resume)
@@ -18,6 +38,7 @@ Workdir layout::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -28,6 +49,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from tqdm import tqdm
@@ -149,11 +171,11 @@ class Trainer:
     self.spans = plan_stages(config)
     self.total_steps = self.spans[-1].end
     self.mesh = parallel.make_mesh()
+    self.objective_cls = get_objective_class(config.objective)
+    configlib.validate(config, self.objective_cls.STEPS)  # ranges first, then divisibility
     parallel.check_batch_size(int(config.train.batch_size), self.mesh, "train.batch_size")
     parallel.check_batch_size(int(config.train.eval_batch_size), self.mesh,
                               "train.eval_batch_size")
-    self.objective_cls = get_objective_class(config.objective)
-    configlib.validate(config, self.objective_cls.STEPS)
     self.config_dict = json.loads(config.to_json())  # tuples -> lists, as saved
     check_compatible(self.config_dict, workdir)
     self.is_chief = jax.process_index() == 0
@@ -189,6 +211,8 @@ class Trainer:
       if write:
         self._trim_logs(self.step)
       logging.info("resumed from step %d", self.step)
+    elif write:
+      self._trim_logs(-1)  # rows of a start that died before its first checkpoint
     if self.is_chief and write:
       os.makedirs(self.workdir, exist_ok=True)
       if tokenizer_is_new:
@@ -196,7 +220,9 @@ class Trainer:
       write_json_atomic(os.path.join(self.workdir, "config.json"), self.config_dict)
     self.writer = MetricWriter(self.workdir, enabled=self.is_chief and write)
     self.eval_fn = parallel.data_parallel_reduce(self.objective.eval_step, self.mesh)
-    self.step_fns: dict[tuple[str, str], Any] = {}
+    self.step_fns: dict[tuple[str, str, int], Any] = {}
+    self.guard_names = [name for name, _ in guard_groups(self.state)]
+    self._skips_in_a_row = 0
 
   def _peek_batch(self):
     """One training batch for shapes, without moving the iterator."""
@@ -214,18 +240,100 @@ class Trainer:
       path = os.path.join(self.workdir, name)
       if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
-          rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+          rows = [line if line.endswith("\n") else line + "\n"
+                  for line in f if _row_step(line) <= step]
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
           f.writelines(rows)
         os.replace(tmp, path)
 
-  def step_fn(self, span: StageSpan, name: str):
-    key = (span.name, name)
+  def step_fn(self, span: StageSpan, name: str, num_steps: int = 1):
+    """The jitted global step ``(state, batch) -> (state, (metrics, guard))`` of ``name`` in
+    ``span``, guarded against non-finite updates (:func:`guard_step`).
+
+    ``num_steps > 1``: ``(state, batches) -> (state, stacked outputs)`` running ``num_steps``
+    steps with ``lax.scan`` over batch leaves stacked ``[num_steps, B, ...]``.
+    """
+    key = (span.name, name, num_steps)
     if key not in self.step_fns:
-      per_device = self.objective.step_builders[name](span.config, span.start)
-      self.step_fns[key] = parallel.data_parallel(per_device, self.mesh)
+      per_device = guard_step(self.objective.step_builders[name](span.config, span.start))
+      if num_steps == 1:
+        self.step_fns[key] = parallel.data_parallel(per_device, self.mesh)
+      else:
+        self.step_fns[key] = parallel.data_parallel_steps(
+            lambda state, batches: jax.lax.scan(per_device, state, batches), self.mesh)
     return self.step_fns[key]
+
+  def _call_length(self, span: StageSpan, name: str, limit: int) -> int:
+    """How many steps from ``self.step`` one call may run: at most ``limit``, all with step
+    function ``name``, ending at the first step after which the host logs, evaluates,
+    checkpoints or changes stage."""
+    cfg = self.config.train
+    for n in range(1, limit + 1):
+      t = self.step + n
+      if (n == limit or t >= span.end or t % cfg.log_every == 0 or t % cfg.eval_every == 0
+          or t % cfg.checkpoint_every == 0 or span.step_name(t) != name):
+        return n
+    return limit
+
+  def _run_steps(self, span: StageSpan, name: str, batches: list[dict]) -> list[dict]:
+    """Runs ``len(batches)`` steps from ``self.step``; returns pending-log entries."""
+    shapes = [{k: np.shape(v) for k, v in b.items()} for b in batches]
+    if len(batches) > 1 and all(s == shapes[0] for s in shapes):
+      stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+      self.state, out = self.step_fn(span, name, len(batches))(
+          self.state, shard_stacked_batch(stacked, self.mesh))
+      return [{"step": self.step, "stage": span.name, "n": len(batches), "out": out}]
+    entries = []
+    fn = self.step_fn(span, name)
+    for i, batch in enumerate(batches):
+      self.state, out = fn(self.state, parallel.shard_batch(batch, self.mesh))
+      entries.append({"step": self.step + i, "stage": span.name, "n": 0, "out": out})
+    return entries
+
+  def _checked_rows(self, pending: list[dict]) -> list[dict]:
+    """Per-step host rows ``{"step", "stage", "metrics", "ok"}`` of ``pending`` (fetching what
+    is still on the devices) after the non-finite policy has looked at each new step: raises
+    :class:`VedganError` under ``train.nonfinite="stop"`` for a skipped step, and under
+    ``"skip"`` once ``train.max_consecutive_skips`` steps in a row were skipped."""
+    cfg = self.config.train
+    todo = [e for e in pending if "rows" not in e]
+    for entry, (metrics, guard) in zip(todo, jax.device_get([e["out"] for e in todo])):
+      rows = []
+      for i in range(max(entry["n"], 1)):
+        pick = (lambda x, i=i: np.asarray(x)[i]) if entry["n"] else np.asarray
+        row = {"step": entry["step"] + i + 1, "stage": entry["stage"], "ok": bool(pick(
+            guard["ok"])), "metrics": {k: float(pick(v)) for k, v in metrics.items()}}
+        if not row["ok"]:
+          finite = pick(guard["finite"])
+          self._skips_in_a_row += 1
+          bad = [k for k, v in row["metrics"].items() if not np.isfinite(v)]
+          bad += [name for name, good in zip(self.guard_names, finite) if not good]
+          if cfg.nonfinite == "stop" or self._skips_in_a_row >= int(cfg.max_consecutive_skips):
+            self._raise_nonfinite(row, bad)
+        else:
+          self._skips_in_a_row = 0
+        rows.append(row)
+      entry["rows"] = rows
+      entry["out"] = None
+    return [r for e in pending for r in e["rows"]]
+
+  def _raise_nonfinite(self, row: dict, bad: list[str]) -> None:
+    self.checkpointer.wait()
+    latest = self.checkpointer.latest_step()
+    kept = (f"the last good checkpoint (step {latest}) is kept" if latest is not None
+            else "no checkpoint was written")
+    what = ", ".join(bad) or "values"
+    if self.config.train.nonfinite == "stop":
+      head = f"non-finite {what} at step {row['step']} of stage {row['stage']!r}"
+      fix = "; or set --config.train.nonfinite=skip"
+    else:
+      head = (f"{self._skips_in_a_row} consecutive non-finite steps (train.max_consecutive_skips)"
+              f" up to step {row['step']} of stage {row['stage']!r}, the last with non-finite "
+              f"{what}")
+      fix = ""
+    raise VedganError(f"{head}; the update was not applied and the run stopped; {kept}; lower "
+                      f"the learning rate or enable gradient clipping{fix}")
 
   # -- evaluation ---------------------------------------------------------------
   def evaluate(self) -> dict[str, float]:
@@ -258,7 +366,9 @@ class Trainer:
     self.checkpointer.save(self.step, self.state, meta)
 
   # -- the loop -----------------------------------------------------------------
-  def train(self) -> dict[str, Any]:
+  def train(self, stop: "_StopFlag | None" = None) -> dict[str, Any]:
+    """The training loop from ``self.step`` to the end (or to a SIGTERM: ``stop`` is the
+    flag :func:`run` installed before :meth:`setup`; by default one is installed here)."""
     cfg = self.config.train
     last_eval: dict[str, float] = {}
     if self.step == 0:
@@ -266,22 +376,26 @@ class Trainer:
     bar = tqdm(total=self.total_steps, initial=self.step, disable=not (cfg.progress and
                                                                        self.is_chief),
                dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
-    pending: list[dict] = []
+    pending: list[dict] = []  # per call: outputs still on the devices, then host rows
     tokens, t0 = 0.0, time.perf_counter()
     stopped = False
-    with _StopFlag() as stop:
+    per_call = int(cfg.get("steps_per_call", 1))
+    with (contextlib.nullcontext(stop) if stop is not None else _StopFlag()) as stop:
       while self.step < self.total_steps:
         span = stage_at(self.spans, self.step)
-        fn = self.step_fn(span, span.step_name(self.step))
-        local = next(self.inputs.train)
-        tokens += _count_tokens(local) * jax.process_count()
-        self.state, metrics = fn(self.state, parallel.shard_batch(local, self.mesh))
-        pending.append(metrics)
-        self.step += 1
-        bar.update(1)
+        name = span.step_name(self.step)
+        batches = [next(self.inputs.train)
+                   for _ in range(self._call_length(span, name, per_call))]
+        tokens += sum(_count_tokens(b) for b in batches) * jax.process_count()
+        pending += self._run_steps(span, name, batches)
+        self.step += len(batches)
+        bar.update(len(batches))
         stage_end = self.step == span.end
         if self.step % cfg.log_every == 0 or stage_end:
-          scalars = _average(jax.device_get(pending))  # waits for the steps to finish
+          rows = self._checked_rows(pending)  # waits for the steps to finish
+          scalars = _average([r["metrics"] for r in rows if r["ok"]])
+          if cfg.nonfinite == "skip":
+            scalars["skipped_nonfinite"] = float(sum(not r["ok"] for r in rows))
           elapsed = time.perf_counter() - t0
           scalars["tokens_per_sec"] = tokens / max(elapsed, 1e-9)
           _check_finite(scalars, self.step, span.name)
@@ -294,11 +408,16 @@ class Trainer:
           t_eval = time.perf_counter()
           last_eval = self.eval_and_log(span)
           t0 += time.perf_counter() - t_eval  # evaluation time is not training throughput
-        if self.step % cfg.checkpoint_every == 0 or stage_end or stop.requested:
+        stopping = stop.requested
+        if jax.process_count() > 1:  # every process must stop (and save) at the same step
+          stopping = (self.step % cfg.log_every == 0 or stage_end) and _any_process(stopping)
+        if self.step % cfg.checkpoint_every == 0 or stage_end or stopping:
+          self._checked_rows(pending)  # a skipped step under "stop" ends the run unsaved
           self.save()
         if stage_end and self.is_chief:
-          plots.training_curves(self.workdir)
-        if stop.requested and self.step < self.total_steps:
+          plots.stage_end(self.workdir, self.objective, self.state, self.inputs, span.name,
+                          self.writer, self.step)
+        if stopping and self.step < self.total_steps:
           self._print(f"SIGTERM: checkpoint saved at step {self.step}; rerun the same command "
                       "to resume")
           stopped = True
@@ -309,13 +428,88 @@ class Trainer:
     return {"step": self.step, "stopped": stopped, "validation": last_eval}
 
   def close(self) -> None:
-    self.checkpointer.close()
-    self.writer.close()
+    """Finishes pending checkpoint writes and closes the logs (also after a failed setup)."""
+    for part in ("checkpointer", "writer"):
+      if getattr(self, part, None) is not None:
+        getattr(self, part).close()
+
+
+def _any_process(flag: bool) -> bool:
+  """Whether ``flag`` is set in any process (a collective: every process must call it)."""
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def _average(rows: list[dict]) -> dict[str, float]:
   keys = {k for r in rows for k in r}
   return {k: float(np.mean([np.asarray(r[k]) for r in rows if k in r])) for k in sorted(keys)}
+
+
+def _row_step(line: str) -> float:
+  """The ``step`` of a JSON-lines log row; ``inf`` for a blank or torn (unparsable) line."""
+  try:
+    return float(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return float("inf")
+
+
+def guard_groups(state) -> list[tuple[str, Any]]:
+  """``[(name, subtree)]`` the non-finite guard checks in a :class:`TrainState`: each
+  network's params (``"params of generator"``), each optimizer state, each extra entry."""
+  groups = []
+  for field, label in (("params", "params of {}"), ("opt_state", "optimizer state of {}"),
+                       ("extra", "extra state {}")):
+    tree = getattr(state, field)
+    if isinstance(tree, dict):
+      groups += [(label.format(k), tree[k]) for k in sorted(tree)]
+    elif tree is not None:
+      groups.append((field, tree))
+  return groups
+
+
+def _all_finite(tree) -> jax.Array:
+  """bool scalar: every float leaf of ``tree`` is finite (True for a tree without any)."""
+  flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+           if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
+
+
+def _select(ok: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
+  if jax.dtypes.issubdtype(new.dtype, jax.dtypes.prng_key):
+    return jax.random.wrap_key_data(
+        jnp.where(ok, jax.random.key_data(new), jax.random.key_data(old)),
+        impl=jax.random.key_impl(new))
+  return jnp.where(ok, new, jnp.asarray(old, new.dtype))
+
+
+def guard_step(per_device_step):
+  """Wraps ``per_device_step(state, batch) -> (state, metrics)`` so that a non-finite update
+  is never applied.
+
+  The wrapped step returns ``(state, (metrics, guard))``: ``guard["ok"]`` (bool scalar) is
+  True when every float metric and every float leaf of the new state is finite;
+  ``guard["finite"]`` (bool ``[G]``) tells which of :func:`guard_groups` are. When ``ok`` is
+  False the old state is returned with ``step`` advanced (``state.step + 1`` as the step
+  made it), so data, RNG and schedules move on as if the step had run. Metrics and state are
+  identical on every device (averaged / replicated), so are the flags.
+  """
+
+  def step(state, batch):
+    new, metrics = per_device_step(state, batch)
+    finite = jnp.stack([_all_finite(tree) for _, tree in guard_groups(new)])
+    ok = _all_finite(metrics) & jnp.all(finite)
+    kept = jax.tree.map(lambda a, b: _select(ok, a, b), new, state)
+    return kept.replace(step=new.step), (metrics, {"ok": ok, "finite": finite})
+
+  return step
+
+
+def shard_stacked_batch(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+  """Global arrays ``[K, B, ...]`` split on their second axis from this process's
+  ``[K, b, ...]`` rows (the input of :func:`parallel.data_parallel_steps`)."""
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.AXIS))
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in local.items()}
 
 
 def _count_tokens(batch: dict) -> float:
@@ -340,11 +534,12 @@ def run(config, workdir: str) -> dict[str, Any]:
   """
   workdir = check_workdir(workdir)
   trainer = Trainer(config, workdir)
-  trainer.setup()
-  try:
-    return trainer.train()
-  finally:
-    trainer.close()
+  with _StopFlag() as stop:  # a SIGTERM during setup stops after the first call
+    try:
+      trainer.setup()
+      return trainer.train(stop)
+    finally:
+      trainer.close()
 
 
 def dry_run(config, workdir: str) -> str:

@@ -1,6 +1,10 @@
 """Where results go: ``metrics.jsonl``, ``samples.jsonl`` and TensorBoard, in the workdir.
 
 ``metrics.jsonl`` holds one JSON object per line: ``{"step", "stage", "split", <scalars>}``.
+TensorBoard (``WORKDIR/tensorboard``, through tensorboardX) gets the same scalars as
+``<split>/<name>``, the samples of each evaluation as a markdown table (text tag
+``samples``: ``| # | context | response |``) and the stage-end PNGs of
+:mod:`vedgan.plots` as images (``plots/<file stem>``).
 """
 from __future__ import annotations
 
@@ -43,9 +47,17 @@ class MetricWriter:
       for context, response in pairs:
         f.write(json.dumps({"step": int(step), "stage": stage, "context": context,
                             "response": response}) + "\n")
-    if self.tb is not None:
-      text = "\n\n".join(f"**{c}** → {r}" for c, r in pairs)
-      self.tb.add_text("samples", text, int(step))
+    if self.tb is not None and pairs:
+      self.tb.add_text("samples", samples_markdown(step, stage, pairs), int(step))
+
+  def images(self, step: int, paths: list[str]) -> None:
+    """Adds PNG files to TensorBoard as images tagged ``plots/<file stem>`` at ``step``."""
+    if not self.enabled or self.tb is None:
+      return
+    for path in paths:
+      tag = "plots/" + os.path.splitext(os.path.basename(path))[0]
+      self.tb.add_image(tag, read_png(path), int(step), dataformats="HWC")
+    self.tb.flush()
 
   def flush(self) -> None:
     if self.tb is not None:
@@ -55,6 +67,35 @@ class MetricWriter:
     if self.tb is not None:
       self.tb.close()
       self.tb = None
+
+
+def _cell(text: str) -> str:
+  """Text made safe for one markdown table cell (pipes escaped, one line)."""
+  text = " ".join(str(text).split())
+  return text.replace("\\", "\\\\").replace("|", "\\|") or " "
+
+
+def samples_markdown(step: int, stage: str, pairs: list[tuple[str, str]]) -> str:
+  """A markdown table ``| # | context | response |`` of one evaluation's samples.
+
+  >>> print(samples_markdown(3, "mle", [("hi | there", "hello")]))
+  samples at step 3 (stage mle)
+  <BLANKLINE>
+  | # | context | response |
+  |---|---|---|
+  | 1 | hi \\| there | hello |
+  """
+  lines = [f"samples at step {int(step)} (stage {stage})", "",
+           "| # | context | response |", "|---|---|---|"]
+  lines += [f"| {i} | {_cell(c)} | {_cell(r)} |" for i, (c, r) in enumerate(pairs, 1)]
+  return "\n".join(lines)
+
+
+def read_png(path: str) -> np.ndarray:
+  """A PNG file as ``uint8[H, W, 3]`` (alpha dropped)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  with Image.open(path) as image:
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def read_metrics(workdir: str) -> list[dict]:

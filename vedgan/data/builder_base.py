@@ -11,7 +11,8 @@ A builder subclasses :class:`VedganBuilder` and declares
 
 Where the data comes from (:meth:`VedganBuilder.locate`):
 
-1. ``manual_dir`` (``config.data.manual_dir``), if it exists: for each resource,
+1. ``manual_dir`` (``config.data.manual_dir``; one that is set but does not exist is
+   a :class:`vedgan.errors.DataError` before TFDS runs), if it exists: for each resource,
    the released file ``filename`` there (an archive is extracted first), else
    ``manual_dir`` itself holding the already extracted files;
 2. otherwise the resources' URLs, downloaded and extracted by TFDS;

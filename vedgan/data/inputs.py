@@ -20,7 +20,7 @@ from absl import logging
 from vedgan.data import pipeline, sources
 from vedgan.data.tokenizer import (Tokenizer, load_tokenizer, tokenizer_exists,
                                    train_sentencepiece, train_word_vocab)
-from vedgan.errors import ConfigError, DataError
+from vedgan.errors import CheckpointError, ConfigError, DataError
 
 
 @dataclasses.dataclass
@@ -98,10 +98,10 @@ def load_pairs(data_config, split: str) -> list[tuple[str, str]]:
 
 
 def log_counts(what: str, counts: dict) -> None:
-  """Logs filtering / truncation counts (a warning if items were skipped)."""
+  """Logs filtering / truncation counts (a warning if items were skipped or cut short)."""
   dropped = {k: v for k, v in counts.items()
              if v and (k.startswith(("skipped", "undecodable", "malformed", "empty", "missing",
-                                     "too_few", "bad", "label_count")))}
+                                     "too_few", "bad", "label_count", "truncated")))}
   if dropped:
     logging.warning("data %s: %s (all counts: %s)", what, dropped, counts)
   else:
@@ -127,7 +127,12 @@ def get_tokenizer(config, workdir: str, train_pairs) -> tuple[Tokenizer, bool]:
   A saved tokenizer of either kind is reused as it is (resume).
   """
   if tokenizer_exists(tokenizer_dir(workdir)):
-    return load_tokenizer(tokenizer_dir(workdir)), False
+    try:
+      return load_tokenizer(tokenizer_dir(workdir)), False
+    except Exception as e:  # pylint: disable=broad-except  (sentencepiece/protobuf errors vary)
+      why = " ".join(str(e).split())[:160] or type(e).__name__
+      raise CheckpointError(f"the tokenizer in {tokenizer_dir(workdir)} cannot be read ({why}); "
+                            "restore it or use a new --workdir") from None
   texts = [t for pair in train_pairs for t in pair]
   return train_tokenizer(config, texts), True
 

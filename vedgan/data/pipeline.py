@@ -66,6 +66,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from vedgan.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from vedgan.errors import ConfigError, DataError
 
 _TOO_LONG = ("truncate", "skip")
 
@@ -94,7 +95,7 @@ def _as_text(value) -> Optional[str]:
 
 def _check_too_long(too_long: str) -> None:
   if too_long not in _TOO_LONG:
-    raise ValueError(f"too_long={too_long!r}; expected one of {_TOO_LONG}")
+    raise ConfigError(f"config.data.too_long={too_long!r}; expected one of {_TOO_LONG}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -676,8 +677,9 @@ class BatchIterator:
     else:
       self._num_batches = -(-num // self._global_batch_size)
     if self._num_batches == 0:
-      raise ValueError(f"{num} examples are fewer than global_batch_size="
-                       f"{global_batch_size} with drop_remainder=True")
+      raise DataError(f"{num} examples are fewer than global_batch_size="
+                      f"{global_batch_size} with drop_remainder=True; lower "
+                      "config.train.batch_size or use more data")
 
     self._epoch = 0
     self._position = 0

@@ -19,6 +19,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from vedgan.errors import ConfigError, DataError
+
 #: Builder registry: config name -> "module:ClassName" (imported lazily).
 #: Add corpora here (or with :func:`register_builder`).
 BUILDERS: dict[str, str] = {
@@ -68,12 +70,12 @@ def builder_class(name: str) -> type:
   """Returns the builder class registered under ``name`` (``"name[/config]"``).
 
   Raises:
-    ValueError: one line listing the known names, if ``name`` is unknown.
+    ConfigError (a ValueError): one line listing the known names, if ``name`` is unknown.
   """
   name, _ = split_name(name)
   if name not in BUILDERS:
-    raise ValueError(f"unknown data.name={name!r}; known: "
-                     f"{', '.join(sorted(BUILDERS))}")
+    raise ConfigError(f"unknown data.name={name!r}; known: "
+                      f"{', '.join(sorted(BUILDERS))} (or set data.format for your own files)")
   entry = BUILDERS[name]
   if isinstance(entry, str):
     module_name, _, class_name = entry.partition(":")
@@ -158,8 +160,8 @@ def prepare_builder(data_config: Any, verbose: bool = False):
   if config_name:
     known = [c.name for c in (getattr(cls, "BUILDER_CONFIGS", None) or [])]
     if config_name not in known:
-      raise ValueError(f"data.name={full_name!r}: {name} has no config "
-                       f"{config_name!r}; known: {', '.join(known) or 'none'}")
+      raise ConfigError(f"data.name={full_name!r}: {name} has no config "
+                        f"{config_name!r}; known: {', '.join(known) or 'none'}")
     kwargs["config"] = config_name
   builder = cls(**kwargs)
   if _is_prepared(builder):
@@ -167,6 +169,12 @@ def prepare_builder(data_config: Any, verbose: bool = False):
   manual_dir = _cfg_get(data_config, "manual_dir") or None
   if manual_dir:
     manual_dir = os.path.abspath(os.path.expanduser(os.fspath(manual_dir)))
+    if not os.path.isdir(manual_dir):
+      what = getattr(cls, "MANUAL_HELP", "") or "the released files"
+      home = getattr(cls, "HOMEPAGE", "") or "docs/data.md"
+      raise DataError(f"config.data.manual_dir={manual_dir} does not exist; get {name} from "
+                      f"{home} and put {what} there, or leave data.manual_dir empty to "
+                      "download it (docs/data.md)")
   download_config = tfds.download.DownloadConfig(
       try_download_gcs=False,
       manual_dir=manual_dir,
@@ -235,7 +243,15 @@ def _to_str(value) -> str:
 def _bulk(records):
   """A TFDS data source read in one call (much faster than item by item)."""
   if hasattr(records, "__getitems__") and hasattr(records, "__len__"):
-    return records.__getitems__(list(range(len(records))))
+    try:
+      return records.__getitems__(list(range(len(records))))
+    except RuntimeError as e:  # array_record/riegeli: a truncated or overwritten file
+      info = getattr(records, "dataset_info", None)
+      where = getattr(info, "data_dir", None) or "the prepared dataset folder"
+      first = " ".join(str(e).split())[:160]
+      name = getattr(info, "name", None) or "NAME"
+      raise DataError(f"the prepared files in {where} are damaged ({first}); delete that folder "
+                      f"and rerun to rebuild them (python -m vedgan.data.prepare {name})") from None
   return records
 
 

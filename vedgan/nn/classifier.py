@@ -42,6 +42,7 @@ class SentenceClassifier(nn.Module):
     layers: stacked BiGRU layers.
     dropout: rate on embeddings and on the pooled features.
     dtype: compute dtype.
+    unroll, remat: of the BiGRU scans (:mod:`vedgan.nn.rnn`).
   """
   vocab_size: int
   embed_dim: int = 64
@@ -50,6 +51,8 @@ class SentenceClassifier(nn.Module):
   layers: int = 1
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  unroll: int = 1
+  remat: bool = False
 
   @nn.compact
   def __call__(self, tokens: Array, train: bool = False) -> Array:
@@ -60,8 +63,8 @@ class SentenceClassifier(nn.Module):
     mask = (tokens != 0).astype(jnp.float32)
     x = nn.Embed(self.vocab_size, self.embed_dim, name="embed")(tokens)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
-    outputs, final = BiGRU(self.hidden, self.layers, self.dropout, 1, self.dtype,
-                           name="encoder")(x, mask, train=train)
+    outputs, final = BiGRU(self.hidden, self.layers, self.dropout, self.unroll, self.dtype,
+                           self.remat, name="encoder")(x, mask, train=train)
     m = mask[..., None]
     count = jnp.maximum(m.sum(axis=1), 1.0)
     mean = (outputs * m).sum(axis=1) / count

@@ -108,10 +108,11 @@ class CVAEHeads(nn.Module):
   dropout: float = 0.0
   unroll: int = 1
   dtype: Any = jnp.float32
+  remat: bool = False
 
   def setup(self):
     self.response_encoder = BiGRU(self.hidden, self.encoder_layers, self.dropout, self.unroll,
-                                  self.dtype, name="response_encoder")
+                                  self.dtype, self.remat, name="response_encoder")
     self.recognition = GaussianMLP(self.latent_dim, tuple(self.recognition_hidden),
                                    self.bounded, self.dtype, name="recognition")
     self.prior = GaussianMLP(self.latent_dim, tuple(self.prior_hidden), self.bounded,

@@ -87,6 +87,7 @@ class DeepMoji(nn.Module):
   embed_scale: float = 4e-3
   unroll: int = 1
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, tokens: Array, train: bool = False,
@@ -98,9 +99,10 @@ class DeepMoji(nn.Module):
     x = nn.Dropout(self.dropout)(jnp.tanh(emb), deterministic=not train)
     features, h = [x], x
     for layer in range(self.num_layers):
-      fwd, _ = GRU(self.hidden, self.unroll, self.dtype, name=f"fwd_{layer}")(h, mask)
-      bwd, _ = GRU(self.hidden, self.unroll, self.dtype, name=f"bwd_{layer}")(h, mask,
-                                                                            reverse=True)
+      fwd, _ = GRU(self.hidden, self.unroll, self.dtype, self.remat, name=f"fwd_{layer}")(
+          h, mask)
+      bwd, _ = GRU(self.hidden, self.unroll, self.dtype, self.remat, name=f"bwd_{layer}")(
+          h, mask, reverse=True)
       h = jnp.concatenate([fwd, bwd], axis=-1)
       features.append(h)
     states = jnp.concatenate(features, axis=-1)

@@ -98,7 +98,7 @@ class Generator(nn.Module):
     position_features: P (8, Appendix A).
     start_id: the word read at the first step (the tokenizer's bos).
     forbid_ids: words never emitted (pad, bos, eos, eou: the blank ends sentences).
-    forget_bias, unroll, dtype: of the :class:`~vedgan.nn.rnn.LSTM`.
+    forget_bias, unroll, dtype, remat: of the :class:`~vedgan.nn.rnn.LSTM`.
   """
   vocab_size: int
   embed_dim: int
@@ -110,6 +110,7 @@ class Generator(nn.Module):
   forget_bias: float = 1.0
   unroll: int = 1
   dtype: Any = jnp.float32
+  remat: bool = False
 
   def setup(self):
     self.embedding = self.param("embedding", nn.initializers.normal(stddev=0.1),
@@ -118,7 +119,7 @@ class Generator(nn.Module):
       self.init_c = nn.Dense(self.hidden, name="init_c")
       self.init_h = nn.Dense(self.hidden, name="init_h")
     self.lstm = LSTM(self.hidden, forget_bias=self.forget_bias, unroll=self.unroll,
-                     dtype=self.dtype, name="lstm")
+                     dtype=self.dtype, remat=self.remat, name="lstm")
     self.out = nn.Dense(self.vocab_size, dtype=self.dtype, name="out")
 
   def initial_state(self, z: Array) -> tuple[Array, Array]:
@@ -288,6 +289,7 @@ class Discriminator(nn.Module):
   forget_bias: float = 1.0
   unroll: int = 1
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -297,7 +299,8 @@ class Discriminator(nn.Module):
     e = relax.soft_embedding(x.astype(jnp.float32), table)
     e = nn.Dropout(self.dropout)(e, deterministic=not train)
     ys, _ = LSTM(self.hidden, forget_bias=self.forget_bias, unroll=self.unroll,
-                 dtype=self.dtype, name="lstm")(_with_positions(e, self.position_features))
+                 dtype=self.dtype, remat=self.remat,
+                 name="lstm")(_with_positions(e, self.position_features))
     return nn.Dense(1, name="out")(ys)[..., 0].astype(jnp.float32)
 
 
@@ -319,6 +322,7 @@ class Reconstructor(nn.Module):
   forget_bias: float = 1.0
   unroll: int = 1
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -327,5 +331,6 @@ class Reconstructor(nn.Module):
                        (self.vocab_size, self.embed_dim))
     e = relax.soft_embedding(x.astype(jnp.float32), table)
     _, (_, h) = LSTM(self.hidden, forget_bias=self.forget_bias, unroll=self.unroll,
-                     dtype=self.dtype, name="lstm")(_with_positions(e, self.position_features))
+                     dtype=self.dtype, remat=self.remat,
+                     name="lstm")(_with_positions(e, self.position_features))
     return nn.Dense(self.latent_dim, name="out")(h).astype(jnp.float32)

@@ -40,6 +40,8 @@ class HRED(nn.Module):
     decoder_hidden: decoder GRU size (512).
     latent_dim: D, size of ``z`` / ``z~`` (512).
     unroll: scan unroll factor of the GRUs.
+    dtype: compute dtype of the matmuls (parameters, carries and logits stay float32).
+    remat: ``jax.checkpoint`` the GRU scan bodies.
   """
   vocab_size: int
   embed_dim: int
@@ -49,16 +51,18 @@ class HRED(nn.Module):
   latent_dim: int
   unroll: int = 1
   dtype: Any = jnp.float32
+  remat: bool = False
 
   def setup(self):
+    dt = self.dtype
     self.embed = nn.Embed(self.vocab_size, self.embed_dim, name="embed")
-    self.utterance = GRU(self.utterance_hidden, self.unroll, self.dtype, name="utterance")
-    self.context = GRU(self.context_hidden, self.unroll, self.dtype, name="context")
-    self.code = nn.Dense(self.latent_dim, name="code")          # f_theta head
-    self.bridge = nn.Dense(self.decoder_hidden, name="bridge")  # [c; z] -> h0
-    self.decoder = GRU(self.decoder_hidden, self.unroll, self.dtype, name="decoder")
-    self.out = nn.Dense(self.vocab_size, name="out")
-    self.bow = nn.Dense(self.vocab_size, name="bow")
+    self.utterance = GRU(self.utterance_hidden, self.unroll, dt, self.remat, name="utterance")
+    self.context = GRU(self.context_hidden, self.unroll, dt, self.remat, name="context")
+    self.code = nn.Dense(self.latent_dim, dtype=dt, name="code")          # f_theta head
+    self.bridge = nn.Dense(self.decoder_hidden, dtype=dt, name="bridge")  # [c; z] -> h0
+    self.decoder = GRU(self.decoder_hidden, self.unroll, dt, self.remat, name="decoder")
+    self.out = nn.Dense(self.vocab_size, dtype=dt, name="out")
+    self.bow = nn.Dense(self.vocab_size, dtype=dt, name="bow")
 
   # -- encoders -----------------------------------------------------------------
   def encode_utterances(self, tokens: Array) -> Array:
@@ -81,11 +85,11 @@ class HRED(nn.Module):
 
   def code_of(self, h_x: Array) -> Array:
     """``z~ = f_theta(x) = tanh(W h_x)``, ``[B, D]``: the autoencoder's code of the response."""
-    return jnp.tanh(self.code(h_x))
+    return jnp.tanh(self.code(h_x)).astype(jnp.float32)
 
   # -- decoder --------------------------------------------------------------------
   def initial_state(self, c: Array, z: Array) -> Array:
-    return jnp.tanh(self.bridge(jnp.concatenate([c, z], axis=-1)))
+    return jnp.tanh(self.bridge(jnp.concatenate([c, z], axis=-1))).astype(jnp.float32)
 
   def decode(self, c: Array, z: Array, response_in: Array) -> Array:
     """Teacher-forced logits ``[B, L, V]`` of ``response_in[B, L]`` given ``c`` and ``z``."""
@@ -93,17 +97,17 @@ class HRED(nn.Module):
     zs = jnp.broadcast_to(z[:, None, :], x.shape[:2] + z.shape[-1:])
     ys, _ = self.decoder(jnp.concatenate([x, zs.astype(x.dtype)], axis=-1),
                          initial=self.initial_state(c, z))
-    return self.out(ys)
+    return self.out(ys).astype(jnp.float32)
 
   def decode_step(self, h: Array, tokens: Array, z: Array) -> tuple[Array, Array]:
     """One free-running step: ``h[N, H]``, ``tokens[N]``, ``z[N, D]`` -> ``(h', logits[N, V])``."""
     x = jnp.concatenate([self.embed(tokens), z.astype(jnp.float32)], axis=-1)
     h = self.decoder.step(h, x)
-    return h, self.out(h)
+    return h, self.out(h).astype(jnp.float32)
 
   def bow_logits(self, c: Array, z: Array) -> Array:
     """Bag-of-words logits ``[B, V]`` from ``[z; c]`` (Zhao et al. 2017)."""
-    return self.bow(jnp.concatenate([z, c], axis=-1))
+    return self.bow(jnp.concatenate([z, c], axis=-1)).astype(jnp.float32)
 
   def __call__(self, turns, num_turns, response_in, response_out):
     """Touches every submodule (for ``init``); returns the logits with ``z = z~``."""

@@ -18,16 +18,21 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _masked_scan(step, carry, inputs, mask, reverse, unroll):
+def _masked_scan(step, carry, inputs, mask, reverse, unroll, remat=False):
   """Scans ``step`` over axis 1 of ``inputs``; rows whose ``mask`` is 0 keep their carry.
 
   Args:
-    step: ``(carry, x_t[B, ...]) -> (carry, y_t[B, H])``.
+    step: ``(carry, x_t[B, ...]) -> (carry, y_t[B, H])``, a pure function of its
+      arguments and of arrays it closes over (the layer's weights).
     carry: pytree of ``[B, ...]`` arrays.
     inputs: ``[B, T, ...]``.
     mask: ``[B, T]`` (1 = real token) or None.
     reverse: scan from the last step to the first.
     unroll: ``lax.scan`` unroll factor.
+    remat: wrap the scan body in ``jax.checkpoint``: the backward pass recomputes
+      each step's gates from the saved carries instead of storing them, which
+      cuts the activation memory of long sequences (about ``T * 3H`` or
+      ``T * 4H`` floats per row) for one extra cell evaluation per step.
 
   Returns:
     (final carry, outputs ``[B, T, H]``).
@@ -45,6 +50,8 @@ def _masked_scan(step, carry, inputs, mask, reverse, unroll):
     new_c = jax.tree.map(keep, new_c, c)
     return new_c, y
 
+  if remat:
+    body = jax.checkpoint(body)
   final, ys = jax.lax.scan(body, carry, (xs, ms), reverse=reverse, unroll=unroll)
   return final, jnp.swapaxes(ys, 0, 1)
 
@@ -59,10 +66,12 @@ class GRU(nn.Module):
     features: hidden size H.
     unroll: scan unroll factor.
     dtype: compute dtype of the matmuls (carries stay float32).
+    remat: ``jax.checkpoint`` the scan body (see :func:`_masked_scan`).
   """
   features: int
   unroll: int = 1
   dtype: Any = jnp.float32
+  remat: bool = False
 
   def setup(self):
     h = self.features
@@ -110,7 +119,7 @@ class GRU(nn.Module):
       initial = self.initial_state(x.shape[0])
     xp = self.project_inputs(x)
     step = lambda h, xpt: (lambda h2: (h2, h2))(self.cell(h, xpt))
-    final, ys = _masked_scan(step, initial, xp, mask, reverse, self.unroll)
+    final, ys = _masked_scan(step, initial, xp, mask, reverse, self.unroll, self.remat)
     return ys, final
 
 
@@ -125,6 +134,7 @@ class BiGRU(nn.Module):
   dropout: float = 0.0
   unroll: int = 1
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: Array, mask: Array, train: bool = False):
@@ -133,9 +143,10 @@ class BiGRU(nn.Module):
     for layer in range(self.num_layers):
       if layer > 0 and self.dropout > 0:
         outputs = nn.Dropout(self.dropout)(outputs, deterministic=not train)
-      fwd_out, fwd_h = GRU(self.features, self.unroll, self.dtype, name=f"fwd_{layer}")(outputs, mask)
-      bwd_out, bwd_h = GRU(self.features, self.unroll, self.dtype, name=f"bwd_{layer}")(
-          outputs, mask, reverse=True)
+      fwd_out, fwd_h = GRU(self.features, self.unroll, self.dtype, self.remat,
+                           name=f"fwd_{layer}")(outputs, mask)
+      bwd_out, bwd_h = GRU(self.features, self.unroll, self.dtype, self.remat,
+                           name=f"bwd_{layer}")(outputs, mask, reverse=True)
       outputs = jnp.concatenate([fwd_out, bwd_out], axis=-1)
       final = jnp.concatenate([fwd_h, bwd_h], axis=-1)
     return outputs, final
@@ -158,11 +169,13 @@ class LSTM(nn.Module):
       al. 2015, keeps early gradients flowing; 0.0 gives the plain cell).
     unroll: scan unroll factor.
     dtype: compute dtype of the matmuls (carries stay float32).
+    remat: ``jax.checkpoint`` the scan body (see :func:`_masked_scan`).
   """
   features: int
   forget_bias: float = 1.0
   unroll: int = 1
   dtype: Any = jnp.float32
+  remat: bool = False
 
   def setup(self):
     h = self.features
@@ -215,5 +228,5 @@ class LSTM(nn.Module):
       carry = self.cell(carry, xpt)
       return carry, carry[1]
 
-    final, ys = _masked_scan(step, tuple(initial), xp, mask, reverse, self.unroll)
+    final, ys = _masked_scan(step, tuple(initial), xp, mask, reverse, self.unroll, self.remat)
     return ys, final

@@ -20,6 +20,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from vedgan import losses
 from vedgan.nn.attention import LuongAttention
 from vedgan.nn.rnn import BiGRU, GRU
 
@@ -48,6 +49,7 @@ class Seq2Seq(nn.Module):
     dropout: rate on embeddings and on ``o_t``.
     dtype: compute dtype (parameters stay float32).
     unroll: scan unroll factor.
+    remat: ``jax.checkpoint`` the recurrent scan bodies (long sequences, less memory).
   """
   vocab_size: int
   embed_dim: int = 128
@@ -58,13 +60,14 @@ class Seq2Seq(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   unroll: int = 1
+  remat: bool = False
 
   def setup(self):
     self.embed = nn.Embed(self.vocab_size, self.embed_dim, name="embed")
     self.encoder = BiGRU(self.hidden, self.encoder_layers, self.dropout, self.unroll, self.dtype,
-                         name="encoder")
+                         self.remat, name="encoder")
     self.bridge = nn.Dense(self.hidden, dtype=self.dtype, name="bridge")
-    self.decoder = GRU(self.hidden, self.unroll, self.dtype, name="decoder")
+    self.decoder = GRU(self.hidden, self.unroll, self.dtype, self.remat, name="decoder")
     self.attend = LuongAttention(self.hidden, self.attention, self.dtype, name="attention")
     self.combine = nn.Dense(self.hidden, use_bias=False, dtype=self.dtype, name="combine")
     if self.tie_embeddings:
@@ -101,6 +104,20 @@ class Seq2Seq(nn.Module):
     if self.tie_embeddings:
       return (self.embed.attend(self.out_proj(o)) + self.out_bias).astype(jnp.float32)
     return self.out(o).astype(jnp.float32)
+
+  def projection(self, o: Array) -> tuple[Array, Array, Array]:
+    """The output layer as ``(features[..., K], weight[K, V], bias[V])``.
+
+    ``logits(o) == features @ weight + bias`` (``K = E`` with tied embeddings,
+    else ``H``), for losses that never build the logits, e.g.
+    :func:`vedgan.losses.chunked_sequence_cross_entropy`.
+    """
+    if self.tie_embeddings:
+      return self.out_proj(o), self.embed.embedding.T, self.out_bias
+    if self.is_initializing():
+      self.out(o)  # creates the output layer's parameters
+    p = self.out.variables["params"]
+    return o.astype(self.dtype), p["kernel"], p["bias"]
 
   def _decoder_inputs(self, tokens: Array, extra_inputs: Array | None, train: bool) -> Array:
     x = self.embed_tokens(tokens, train)
@@ -147,6 +164,21 @@ class Seq2Seq(nn.Module):
     context, _ = self.attend(h, memory.keys, memory.values, memory.mask)
     o = self.output(h, context, False)
     return h, self.logits(o), o
+
+  def sequence_nll(self, context: Array, response_in: Array, response_out: Array,
+                   chunk_size: int, train: bool = False) -> tuple[Array, Array]:
+    """Teacher-forced ``(nll_sum[B], token_count[B])`` of ``response_out[B, T]`` (pad = 0).
+
+    The output layer runs as :func:`vedgan.losses.chunked_sequence_cross_entropy`
+    over ``chunk_size`` tokens at a time, so no ``[B, T, V]`` logits are built
+    (the unused logits of :meth:`decode` are dropped by the compiler).
+    """
+    memory = self.encode(context, train)
+    out = self.decode(memory, self.initial_state(memory), response_in, train)
+    features, weight, bias = self.projection(out["outputs"])
+    mask = (response_out != 0).astype(jnp.float32)
+    return losses.chunked_sequence_cross_entropy(features, weight, bias, response_out, mask,
+                                                 chunk_size)
 
   def __call__(self, context: Array, response_in: Array, train: bool = False) -> Array:
     """``context[B, S]``, ``response_in[B, T]`` -> ``logits[B, T, V]``."""

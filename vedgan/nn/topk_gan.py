@@ -75,6 +75,7 @@ class DeepBiLSTM(nn.Module):
   dropout: float = 0.0
   unroll: int = 1
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: Array, mask: Array, train: bool = False) -> tuple[Array, Array]:
@@ -83,9 +84,9 @@ class DeepBiLSTM(nn.Module):
       if layer > 0 and self.dropout > 0:
         outputs = nn.Dropout(self.dropout)(outputs, deterministic=not train)
       fwd, (_, fwd_h) = LSTM(self.features, unroll=self.unroll, dtype=self.dtype,
-                             name=f"fwd_{layer}")(outputs, mask)
+                             remat=self.remat, name=f"fwd_{layer}")(outputs, mask)
       bwd, (_, bwd_h) = LSTM(self.features, unroll=self.unroll, dtype=self.dtype,
-                             name=f"bwd_{layer}")(outputs, mask, reverse=True)
+                             remat=self.remat, name=f"bwd_{layer}")(outputs, mask, reverse=True)
       outputs = jnp.concatenate([fwd, bwd], axis=-1)
       final = jnp.concatenate([fwd_h, bwd_h], axis=-1)
     return outputs, final
@@ -140,14 +141,15 @@ class LSTMSeq2Seq(nn.Module):
   dropout: float = 0.0
   unroll: int = 1
   dtype: Any = jnp.float32
+  remat: bool = False
 
   def setup(self):
     self.encoder = DeepBiLSTM(self.encoder_hidden, self.encoder_layers, self.dropout,
-                              self.unroll, self.dtype, name="encoder")
+                              self.unroll, self.dtype, self.remat, name="encoder")
     self.bridges = [nn.Dense(self.decoder_hidden, dtype=self.dtype, name=f"bridge_{l}")
                     for l in range(self.decoder_layers)]
     self.decoder = [LSTM(self.decoder_hidden, unroll=self.unroll, dtype=self.dtype,
-                         name=f"decoder_{l}") for l in range(self.decoder_layers)]
+                         remat=self.remat, name=f"decoder_{l}") for l in range(self.decoder_layers)]
     self.attention = MLPAttention(self.attention_hidden, self.dtype, name="attention")
     self.hidden_out = nn.Dense(self.output_hidden, dtype=self.dtype, name="hidden_out")
     self.out = nn.Dense(self.vocab_size, dtype=self.dtype, name="out")
@@ -202,14 +204,15 @@ class DialogueDiscriminator(nn.Module):
   leaky_relu_slope: float = 0.01
   unroll: int = 1
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, input_vectors: Array, input_mask: Array, response_vectors: Array,
                response_mask: Array) -> Array:
     """Word vectors and masks of the input and the response -> logits ``[B]``."""
-    _, x = DeepBiLSTM(self.hidden, self.num_layers, 0.0, self.unroll, self.dtype,
+    _, x = DeepBiLSTM(self.hidden, self.num_layers, 0.0, self.unroll, self.dtype, self.remat,
                       name="input_encoder")(input_vectors, input_mask)
-    _, r = DeepBiLSTM(self.hidden, self.num_layers, 0.0, self.unroll, self.dtype,
+    _, r = DeepBiLSTM(self.hidden, self.num_layers, 0.0, self.unroll, self.dtype, self.remat,
                       name="response_encoder")(response_vectors, response_mask)
     hidden = nn.leaky_relu(nn.Dense(self.mlp_hidden, dtype=self.dtype, name="hidden")(
         jnp.concatenate([x, r], axis=-1)), self.leaky_relu_slope)

@@ -178,6 +178,15 @@ class Objective:
   #: names of the step functions, known before the objective is built (config checks).
   STEPS: tuple[str, ...] = ()
   step_builders: dict[str, Callable]
+  #: ``{file stem: (vedgan.plots.Panel, ...)}``: the objective's training-curve figures,
+  #: drawn from ``metrics.jsonl`` into ``plots/<stem>.png`` at each stage end.
+  PLOT_GROUPS: dict[str, tuple] = {}
+
+  def stage_end_plots(self, state, inputs, stage: str, out_dir: str) -> list[str]:
+    """Cheap evaluation plots of the current model (< 2 s at demo size), written to
+    ``out_dir`` at the end of ``stage``; returns the PNG paths. Default: none."""
+    del state, inputs, stage, out_dir
+    return []
 
   @classmethod
   def make_inputs(cls, config, workdir: str):

@@ -67,6 +67,7 @@ from vedgan.metrics import collapse
 from vedgan.metrics.likelihood import token_nll
 from vedgan.nn.hred import HRED, LatentNets
 from vedgan.objectives import base
+from vedgan.plots import Panel
 
 LATENT_KINDS = ("none", "vhred", "co")
 
@@ -142,11 +143,33 @@ def _prior_posterior(m: LatentNets, x_code, c):
   return m.prior(c), m.posterior(x_code, c)
 
 
+def _dtype(m):
+  """``model.dtype`` (float32 | bfloat16) as a jnp dtype; unknown names are a ConfigError."""
+  dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+  name = m.get("dtype", "float32")
+  if name not in dtypes:
+    raise ConfigError(f"model.dtype={name!r} must be one of {sorted(dtypes)}")
+  return dtypes[name]
+
+
 @base.register("collaborative_ved")
 class CollaborativeVED(base.Objective):
   """HRED, VHRED (+KLA/DO/BOW/FB) and collaborative VED (+DO/SS/joint)."""
 
   STEPS = ("joint", "ae", "cvae")
+  #: training-curve figures (vedgan.plots): KL with the KL-annealing weight (VHRED rows)
+  #: or the scheduled-sampling keep rate (collaborative rows) on a twin axis, and the
+  #: validation latent-usage diagnostics (active units, KL, mutual information).
+  PLOT_GROUPS = {
+      "latent_kl": (
+          Panel("KL(q || p) and its schedule", ("kl",),
+                ("KL weight = kl_weight", "keep rate = keep_rate"), "KL [nats]",
+                "weight / keep rate"),
+          Panel("validation latent usage", ("validation/kl", "validation/kl_max_dim",
+                                            "validation/mutual_information"),
+                ("active units = validation/active_units",), "nats", "active units"),
+          Panel("collaborative phase", ("recon_z",), ("ss_real_fraction",))),
+  }
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
@@ -157,7 +180,8 @@ class CollaborativeVED(base.Objective):
     self.hred = HRED(vocab_size=tokenizer.vocab_size, embed_dim=m.embed_dim,
                      utterance_hidden=m.utterance_hidden, context_hidden=m.context_hidden,
                      decoder_hidden=m.decoder_hidden, latent_dim=m.latent_dim,
-                     unroll=m.get("unroll", 1))
+                     unroll=m.get("unroll", 1), remat=m.get("remat", False),
+                     dtype=_dtype(m))
     self.latent = LatentNets(latent_dim=m.latent_dim, hidden=m.estimator_hidden,
                              softplus_variance=self.kind == "co")
     self.tx = base.make_optimizer(config.optimizer)
@@ -408,6 +432,42 @@ class CollaborativeVED(base.Objective):
       out["kl_max_dim"] = float(np.max(np.asarray(sums["kl_dim"], np.float64) / n))
     return out
 
+  def stage_end_plots(self, state, inputs, stage: str, out_dir: str) -> list[str]:
+    """``latent_kl_per_dim.png``: the validation KL(q || p) of each latent dimension and
+    the variance over examples of each dimension's posterior mean (a unit is active when
+    it exceeds 0.01, Burda et al. 2016), on ``train.eval_batches`` batches. HRED: none."""
+    del stage
+    if self.kind == "none":
+      return []
+    fn = _jitted_latent_terms(self)
+    kl, means = [], []
+    for batch in inputs.validation_batches(self.config, int(self.config.train.eval_batches)):
+      needed = {k: jnp.asarray(batch[k]) for k in ("turns", "num_turns", "response_out")}
+      kl_dim, mean = jax.device_get(fn(state.params, needed))
+      w = np.asarray(batch["weight"], np.float64)
+      kl.append(np.asarray(kl_dim, np.float64)[w > 0])
+      means.append(np.asarray(mean, np.float64)[w > 0])
+    kl, means = np.concatenate(kl), np.concatenate(means)
+    if len(kl) < 2:
+      return []
+    from vedgan import plots  # pylint: disable=import-outside-toplevel
+    kl_mean, variance = kl.mean(0), means.var(0, ddof=1)
+    active = variance > 0.01
+    dims = np.arange(len(kl_mean))
+    fig, axes = plots.new_figure((max(5.0, 0.18 * len(dims) + 2.0), 3.6))
+    ax = axes[0, 0]
+    ax.bar(dims, kl_mean, color=np.where(active, "C0", "0.7"))
+    ax.set_xlabel("latent dimension (grey: inactive)")
+    ax.set_ylabel("KL(q || p) [nats]")
+    ax.set_title(f"KL per dimension: {int(active.sum())}/{len(dims)} active units\n"
+                 f"({len(kl)} validation examples)", fontsize=10)
+    right = ax.twinx()
+    right.plot(dims, variance, "k.", label="Var[E_q z]")
+    right.axhline(0.01, color="k", lw=0.6, ls=":")
+    right.set_yscale("log")
+    right.set_ylabel("variance of the posterior mean")
+    return [plots.save_figure(fig, os.path.join(out_dir, "latent_kl_per_dim.png"))]
+
   # -- generation -------------------------------------------------------------------
   def generate(self, state, context, rng=None, mode: str = "beam", max_len: int | None = None,
                temperature: float = 1.0, top_k: int = 0, beam_width: int = 5,
@@ -470,6 +530,25 @@ class CollaborativeVED(base.Objective):
                                         method=LatentNets.generate)
       prior, post = gen(prior), gen(post)
     return prior, post
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_latent_terms(objective: CollaborativeVED):
+  """jit ``(params, batch) -> (kl_dim [B, D], posterior mean [B, D])``: the encoders and
+  the prior / posterior nets only (the same KL as :meth:`CollaborativeVED.eval_step`,
+  without running the decoder)."""
+
+  @jax.jit
+  def fn(params, batch):
+    c, h_x, z_tilde = objective.hred.apply({"params": params["seq"]}, batch["turns"],
+                                           batch["num_turns"], batch["response_out"],
+                                           method=_encode)
+    code = z_tilde if objective.kind == "co" else h_x
+    (mu_p, lv_p), (mu_q, lv_q) = objective.latent.apply({"params": params["latent"]}, code, c,
+                                                       method=_prior_posterior)
+    return losses.gaussian_kl(mu_q, lv_q, mu_p, lv_p), mu_q
+
+  return fn
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 7, 8))

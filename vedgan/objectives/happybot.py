@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 from typing import Callable, Sequence
 
@@ -80,7 +81,8 @@ from vedgan.errors import ConfigError, DataError
 from vedgan.nn.classifier import SentenceClassifier
 from vedgan.nn.seq2seq import Seq2Seq
 from vedgan.objectives import base
-from vedgan.objectives.seq2seq import Seq2SeqObjective, mle_terms
+from vedgan.objectives.seq2seq import DTYPES, Seq2SeqObjective, mle_terms
+from vedgan.plots import Panel
 
 Array = jax.Array
 
@@ -178,6 +180,18 @@ class HappyBotObjective(base.Objective):
   """HappyBot: classifier -> predictor -> MLE -> mixed RL (see the module docstring)."""
 
   STEPS = ("classifier", "predictor", "mle", "multiseq", "rl")
+  #: training-curve figures (vedgan.plots): the sentiment reward, the learned per-step
+  #: baseline (its value when logged as ``baseline_value``, and its MSE loss, Eq. 9) and
+  #: the mean absolute advantage |R - b_t| of the REINFORCE stage.
+  PLOT_GROUPS = {
+      "rl_reward": (
+          Panel("sentiment reward", ("reward R = reward", "baseline b = baseline_value",
+                                     "validation/reward_lookahead",
+                                     "validation/reward_current"), ylabel="reward"),
+          Panel("baseline and advantage", ("mean |R - b| = advantage_abs",),
+                ("baseline MSE = baseline",), "|advantage|", "MSE"),
+          Panel("mixed loss (Eq. 10)", ("rl", "mle", "mixed"))),
+  }
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
@@ -187,7 +201,9 @@ class HappyBotObjective(base.Objective):
     mc = config.model.classifier
     self.reward_classifier = SentenceClassifier(
         vocab_size=tokenizer.vocab_size, embed_dim=int(mc.embed_dim), hidden=int(mc.hidden),
-        layers=int(mc.layers), dropout=float(mc.dropout))
+        layers=int(mc.layers), dropout=float(mc.dropout),
+        dtype=DTYPES[config.model.dtype], unroll=int(config.model.get("unroll", 1)),
+        remat=bool(config.model.get("remat", False)))
     self.baseline = nn.Dense(1)          # Eq. 7: R^_t = W_r m_t + b_r
     self.emotion_head = nn.Dense(1)      # MultiSeq: sentiment of the context
     self.bos, self.eos, self.pad, self.forbid = self.seq2seq.tokenizer_ids(forbid_unk=True)
@@ -415,8 +431,9 @@ class HappyBotObjective(base.Objective):
     terms["mixed"] = losses.mixed_loss(terms["rl"], terms["mle"], lam)
     total = terms["mixed"] + (terms["baseline"] if use_baseline else 0.0)
     advantage = jnp.where(rollout.mask > 0, reward[:, None] - b_hat, 0.0)
-    terms["advantage_abs"] = (jnp.abs(advantage).sum(1) / jnp.maximum(rollout.mask.sum(1), 1.0)
-                              * w).sum() / norms["rows"]
+    per_row = lambda x: (x.sum(1) / jnp.maximum(rollout.mask.sum(1), 1.0) * w).sum() / norms["rows"]
+    terms["advantage_abs"] = per_row(jnp.abs(advantage))
+    terms["baseline_value"] = per_row(jnp.where(rollout.mask > 0, b_hat, 0.0))  # mean b_t
     return total, terms
 
   def build_rl_step(self, stage, start: int):
@@ -544,6 +561,36 @@ class HappyBotObjective(base.Objective):
             "distinct_1": metrics.distinct_n(hyps, 1), "distinct_2": metrics.distinct_n(hyps, 2),
             "reward_lookahead": float(np.mean(look)), "reward_current": float(np.mean(cur)),
             "length": float(np.mean([len(h) for h in hyps])), "examples": len(hyps)}
+
+  def stage_end_plots(self, state: base.TrainState, inputs, stage: str, out_dir: str
+                      ) -> list[str]:
+    """``reward_distribution.png``: histograms of the look-ahead and current sentiment
+    rewards of greedy responses to ``train.eval_batches`` validation batches (after the
+    stages that train the policy: mle, multiseq, rl). Returns the PNG paths."""
+    if stage not in ("mle", "multiseq", "rl"):
+      return []
+    fn = _jitted_generation(self)
+    look, cur = [], []
+    for batch in inputs.validation_batches(self.config, int(self.config.train.eval_batches)):
+      _, r_look, r_cur = jax.device_get(fn(state.params, {k: jnp.asarray(v)
+                                                          for k, v in batch.items()}))
+      keep = np.asarray(batch["weight"]) > 0
+      look.extend(np.asarray(r_look)[keep].tolist())
+      cur.extend(np.asarray(r_cur)[keep].tolist())
+    if not look:
+      return []
+    from vedgan import plots  # pylint: disable=import-outside-toplevel
+    fig, axes = plots.new_figure((5.5, 3.6))
+    ax = axes[0, 0]
+    lo, hi = min(min(look), min(cur)), max(max(look), max(cur))
+    bins = np.linspace(lo, max(hi, lo + 1e-3), 21)
+    ax.hist(look, bins, alpha=0.6, label=f"look-ahead (mean {np.mean(look):.3f})")
+    ax.hist(cur, bins, alpha=0.6, label=f"current (mean {np.mean(cur):.3f})")
+    ax.set_xlabel("reward of the greedy response")
+    ax.set_ylabel("validation contexts")
+    ax.set_title(f"sentiment reward after stage {stage} ({len(look)} contexts)")
+    ax.legend(fontsize=8)
+    return [plots.save_figure(fig, os.path.join(out_dir, "reward_distribution.png"))]
 
   def policy_gradient_variance(self, state: base.TrainState, batch, key: Array,
                                num_rollouts: int, stage) -> dict:

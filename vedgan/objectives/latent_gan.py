@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Callable
 
 import jax
@@ -52,6 +53,7 @@ from vedgan.data.tokenizer import Tokenizer
 from vedgan.errors import ConfigError, DataError
 from vedgan.nn import gan
 from vedgan.objectives import base
+from vedgan.plots import Panel
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 GEN_LOSSES = ("minimax", "non_saturating")
@@ -185,7 +187,7 @@ def build_generator(config, tokenizer, latent_dim: int) -> gan.Generator:
                        position_features=int(m.position_features), start_id=t.bos_id,
                        forbid_ids=(t.pad_id, t.bos_id, t.eos_id, t.eou_id),
                        forget_bias=float(m.forget_bias), unroll=int(m.unroll),
-                       dtype=_dtype(m))
+                       dtype=_dtype(m), remat=bool(m.get("remat", False)))
 
 
 class SentenceObjective(base.Objective):
@@ -279,6 +281,60 @@ class LatentGAN(SentenceObjective):
   """Kojima et al.: Gumbel-softmax generator, per-prefix discriminator, reconstructor."""
 
   STEPS = ("disc", "gen")
+  #: training-curve figure (vedgan.plots): D and G losses (Eq. 1, 3), D's accuracy on real
+  #: and generated prefixes, and the latent reconstruction loss.
+  PLOT_GROUPS = {
+      "gan": (
+          Panel("discriminator and generator losses", ("D loss = d_loss", "G loss = g_adv")),
+          Panel("D accuracy", ("real = d_acc_real", "fake = d_acc_fake",
+                               "validation/d_acc_real", "validation/d_acc_fake")),
+          Panel("D loss terms", ("d_real", "d_fake")),
+          Panel("latent reconstruction", ("recon", "validation/recon"))),
+  }
+
+  #: word temperatures tau_2 of the stage-end diversity plot (0 = greedy) and its sample count.
+  PLOT_TEMPERATURES = (0.0, 0.5, 0.75, 1.0, 1.5)
+  PLOT_SAMPLES = 64
+
+  def diversity_by_temperature(self, state, temperatures, num_samples: int, seed: int
+                               ) -> dict[str, list[float]]:
+    """Distinct-1, distinct-2 and the distinct-sentence fraction of ``num_samples`` samples
+    at each word temperature (the same latent codes at every temperature; empty
+    sentences count as sentences, not as n-grams). Returns ``{name: [value per tau]}``."""
+    from vedgan import metrics  # pylint: disable=import-outside-toplevel
+    sample = self.sampler(state, chunk=num_samples)
+    curves = {"distinct-1": [], "distinct-2": [], "distinct sentences": []}
+    for tau in temperatures:
+      sents = sample(float(tau), num_samples, seed)
+      words_ = [s for s in sents if s]
+      curves["distinct-1"].append(metrics.distinct_n(words_, 1) if words_ else 0.0)
+      curves["distinct-2"].append(metrics.distinct_n(words_, 2)
+                                  if any(len(s) > 1 for s in words_) else 0.0)
+      curves["distinct sentences"].append(len({" ".join(s) for s in sents}) / len(sents))
+    return curves
+
+  def stage_end_plots(self, state, inputs, stage: str, out_dir: str) -> list[str]:
+    """``diversity_vs_temperature.png``: distinct-1, distinct-2 and the fraction of distinct
+    sentences among ``PLOT_SAMPLES`` samples (the same latent codes at every tau_2), against
+    the word temperature tau_2. The paper's quality-diversity curve (negative BLEU vs
+    Self-BLEU, Fig. 2) needs many more samples: ``python -m vedgan.objectives.latent_gan_sweep``.
+    """
+    del inputs, stage
+    from vedgan import plots  # pylint: disable=import-outside-toplevel
+    n = int(self.PLOT_SAMPLES)
+    curves = self.diversity_by_temperature(state, self.PLOT_TEMPERATURES, n,
+                                           int(self.config.seed) + 11)
+    fig, axes = plots.new_figure((5.5, 3.6))
+    ax = axes[0, 0]
+    for name, ys in curves.items():
+      ax.plot(self.PLOT_TEMPERATURES, ys, "o-", label=name)
+    ax.set_xlabel("word temperature tau_2 (0 = greedy)")
+    ax.set_ylabel("fraction")
+    ax.set_ylim(0.0, 1.05)
+    ax.set_title(f"diversity of {n} generated sentences")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return [plots.save_figure(fig, os.path.join(out_dir, "diversity_vs_temperature.png"))]
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
@@ -296,11 +352,13 @@ class LatentGAN(SentenceObjective):
     self.discriminator = gan.Discriminator(
         vocab_size=v, embed_dim=int(m.embed_dim), hidden=int(m.disc_hidden),
         position_features=int(m.position_features), dropout=float(m.disc_dropout),
-        forget_bias=float(m.forget_bias), unroll=int(m.unroll), dtype=dtype)
+        forget_bias=float(m.forget_bias), unroll=int(m.unroll), dtype=dtype,
+        remat=bool(m.get("remat", False)))
     self.reconstructor = gan.Reconstructor(
         vocab_size=v, embed_dim=int(m.embed_dim), hidden=int(m.rec_hidden),
         latent_dim=self.latent_dim, position_features=int(m.position_features),
-        forget_bias=float(m.forget_bias), unroll=int(m.unroll), dtype=dtype)
+        forget_bias=float(m.forget_bias), unroll=int(m.unroll), dtype=dtype,
+        remat=bool(m.get("remat", False)))
 
   # -- state --------------------------------------------------------------------
   def init(self, rng: jax.Array, batch) -> base.TrainState:

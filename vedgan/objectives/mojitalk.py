@@ -73,6 +73,7 @@ from vedgan.nn.deepmoji import DeepMoji
 from vedgan.nn.seq2seq import Seq2Seq
 from vedgan.objectives import base
 from vedgan.objectives import seq2seq as seq2seq_objective
+from vedgan.plots import Panel
 
 GENERATOR = ("model", "emoji", "cvae")   # the networks L' and L'' train
 STEP_NAMES = ("base", "cvae", "classifier", "rl")
@@ -330,6 +331,21 @@ class MojiTalkObjective(base.Objective):
   """Base seq2seq -> CVAE -> emoji classifier -> Reinforced CVAE (see the module docstring)."""
 
   STEPS = STEP_NAMES
+  #: training-curve figures (vedgan.plots): the CVAE's KL with its annealing weight, and
+  #: the Reinforced CVAE's classifier reward R on generations against the gold response's
+  #: r, which is the REINFORCE baseline of Algorithm 1 (advantage R - r, scaled by alpha).
+  PLOT_GROUPS = {
+      "latent_kl": (
+          Panel("KL(q || p) and its annealing weight", ("kl",), ("KL weight = kl_weight",),
+                "KL [nats / response]", "weight"),
+          Panel("validation KL and bag-of-words loss", ("validation/kl", "validation/bow"))),
+      "rl_reward": (
+          Panel("classifier reward (Reinforced CVAE)",
+                ("reward R (generated) = reward_gen", "baseline r (gold) = reward_gold",
+                 "advantage R - r = reward_gen - reward_gold"), ylabel="P(emoji | response)"),
+          Panel("rank weight alpha and top-1 rate", ("alpha", "gen_top1")),
+          Panel("hybrid loss terms", ("cvae_loss", "policy"))),
+  }
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
@@ -343,11 +359,12 @@ class MojiTalkObjective(base.Objective):
     self.cvae = CVAEHeads(self.latent_dim, vocab, int(m.hidden),
                           tuple(int(h) for h in m.recognition_hidden),
                           tuple(int(h) for h in m.prior_hidden), bool(m.latent_tanh),
-                          int(m.encoder_layers), float(m.dropout), int(m.get("unroll", 1)), dtype)
+                          int(m.encoder_layers), float(m.dropout), int(m.get("unroll", 1)), dtype,
+                          bool(m.get("remat", False)))
     c = m.classifier
     self.classifier = DeepMoji(vocab, self.num_labels, int(c.embed_dim), int(c.hidden),
                                int(c.num_layers), float(c.dropout), float(c.embed_scale),
-                               int(m.get("unroll", 1)), dtype)
+                               int(m.get("unroll", 1)), dtype, bool(m.get("remat", False)))
     self.tx = base.make_optimizer(config.optimizer)
     self.steps_per_epoch: int | None = None
     self._eos = tokenizer.eos_id
@@ -845,6 +862,16 @@ class MojiTalkObjective(base.Objective):
     names = tuple(self.config.data.get("label_names", ())) or (
         LEXICON_LABEL_NAMES if self.config.data.labels == "lexicon" else ())
     return names[label] if 0 <= label < len(names) else str(label)
+
+  def stage_end_plots(self, state, inputs, stage: str, out_dir: str) -> list[str]:
+    """After the classifier stage: ``classifier_per_label.png``, the classifier's top-1 /
+    top-5 accuracy per emoji on the gold validation responses (the paper's Fig. 1, via
+    :func:`classifier_report`). The classifier is frozen afterwards, so it is drawn once."""
+    if stage != "classifier":
+      return []
+    path = os.path.join(out_dir, "classifier_per_label.png")
+    classifier_report(self, state, inputs, path)
+    return [path]
 
   def sample_texts(self, state, inputs, step: int) -> list[tuple[str, str]]:
     """Responses to the logged validation contexts for their gold emoji (``[emoji] context``)."""

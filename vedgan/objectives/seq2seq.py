@@ -26,7 +26,7 @@ def build_seq2seq(model_config, vocab_size: int) -> Seq2Seq:
                  hidden=model_config.hidden, encoder_layers=model_config.encoder_layers,
                  attention=model_config.attention, tie_embeddings=model_config.tie_embeddings,
                  dropout=model_config.dropout, dtype=DTYPES[model_config.dtype],
-                 unroll=model_config.get("unroll", 1))
+                 unroll=model_config.get("unroll", 1), remat=model_config.get("remat", False))
 
 
 def token_mask(tokens: jax.Array) -> jax.Array:
@@ -67,7 +67,13 @@ class Seq2SeqObjective(base.Objective):
   def build_mle_step(self, stage, start: int):
     """Per-device MLE step: loss = sum NLL / global token count, gradients psum'd."""
 
+    chunk = int(self.config.model.get("loss_chunk", 0))
+
     def nll_fn(params, batch, rng):
+      if chunk > 0:  # chunked output layer: no [B, T, V] logits (model.loss_chunk)
+        return self.model.apply({"params": params}, batch["context"], batch["response_in"],
+                                batch["response_out"], chunk, train=True, rngs={"dropout": rng},
+                                method=Seq2Seq.sequence_nll)
       logits = self.model.apply({"params": params}, batch["context"], batch["response_in"],
                                 train=True, rngs={"dropout": rng})
       return mle_terms(logits, batch)
@@ -77,9 +83,15 @@ class Seq2SeqObjective(base.Objective):
   # -- evaluation ---------------------------------------------------------------
   def eval_step(self, state: base.TrainState, batch):
     """Per-device sums: ``nll``, ``tokens``, ``examples`` (padding rows weigh 0)."""
-    logits = self.model.apply({"params": state.params["model"]}, batch["context"],
-                              batch["response_in"])
-    nll, count = mle_terms(logits, batch)
+    chunk = int(self.config.model.get("loss_chunk", 0))
+    if chunk > 0:
+      nll, count = self.model.apply({"params": state.params["model"]}, batch["context"],
+                                    batch["response_in"], batch["response_out"], chunk,
+                                    method=Seq2Seq.sequence_nll)
+    else:
+      logits = self.model.apply({"params": state.params["model"]}, batch["context"],
+                                batch["response_in"])
+      nll, count = mle_terms(logits, batch)
     w = batch["weight"]
     return {"nll": (nll * w).sum(), "tokens": (count * w).sum(), "examples": w.sum()}
 

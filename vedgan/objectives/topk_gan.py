@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Any
 
 import jax
@@ -66,6 +67,7 @@ from vedgan import configlib, decode, losses, parallel, relax, replay
 from vedgan.errors import ConfigError
 from vedgan.nn.topk_gan import TopKDialogueGAN
 from vedgan.objectives import base
+from vedgan.plots import Panel
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 STEP_NAMES = ("gmle", "refill", "dstep", "gadv")
@@ -137,11 +139,11 @@ def build_model(config, vocab_size: int, word_init=None) -> TopKDialogueGAN:
          ("decoder_hidden", int(m.decoder_hidden)), ("decoder_layers", int(m.decoder_layers)),
          ("attention_hidden", int(m.attention_hidden)), ("output_hidden", int(m.output_hidden)),
          ("leaky_relu_slope", float(m.leaky_relu_slope)), ("dropout", float(m.dropout)),
-         ("unroll", int(m.unroll)), ("dtype", dtype))
+         ("unroll", int(m.unroll)), ("dtype", dtype), ("remat", bool(m.get("remat", False))))
   disc = (("hidden", int(m.disc_hidden)), ("num_layers", int(m.disc_layers)),
           ("mlp_hidden", int(m.disc_mlp_hidden)),
           ("leaky_relu_slope", float(m.leaky_relu_slope)), ("unroll", int(m.unroll)),
-          ("dtype", dtype))
+          ("dtype", dtype), ("remat", bool(m.get("remat", False))))
   return TopKDialogueGAN(vocab_size=vocab_size, word_dim=int(m.word_dim), generator_kwargs=gen,
                          discriminator_kwargs=disc, word_init=word_init)
 
@@ -178,6 +180,18 @@ class TopKGANObjective(base.Objective):
   """Algorithm 1 of López Zorrilla et al.; see the module docstring."""
 
   STEPS = STEP_NAMES
+  #: training-curve figure (vedgan.plots): D and G losses, D's accuracy and its mean output
+  #: on human, generated and top-k-softmax responses.
+  PLOT_GROUPS = {
+      "gan": (
+          Panel("discriminator and generator losses",
+                ("D loss = d_loss", "G adversarial loss = g_adv_loss"), ("G MLE loss = loss",),
+                "", "MLE"),
+          Panel("D accuracy", ("d_accuracy", "validation/d_accuracy")),
+          Panel("D(response) on human / generated", (
+              "human = d_human", "generated = d_generated", "validation/d_human",
+              "validation/d_generated", "validation/d_topk"), ylabel="P(human)")),
+  }
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
@@ -505,6 +519,27 @@ class TopKGANObjective(base.Objective):
                      int(max_len or self.response_len), temperature, top_k, beam_width,
                      length_penalty, state.params, context,
                      jax.random.key(0) if rng is None else rng)
+
+  def stage_end_plots(self, state: base.TrainState, inputs, stage: str, out_dir: str
+                      ) -> list[str]:
+    """After the generator's stages (mle_pretrain, adversarial): ``topk_nn_check.png``, the
+    nearest-neighbour check of Fig. 3 (:meth:`topk_check`, k in ``gan.nn_check_ks``) on the
+    greedy responses to the contexts of one validation batch. The paper's report on
+    ``gan.report_inputs`` contexts: ``python -m vedgan.objectives.topk_gan_report``."""
+    if stage not in ("mle_pretrain", "adversarial"):
+      return []
+    from vedgan import metrics  # pylint: disable=import-outside-toplevel
+    batch = next(iter(inputs.validation_batches(self.config, 1)), None)
+    if batch is None:
+      return []
+    contexts = np.asarray(batch["context"])[np.asarray(batch["weight"]) > 0]
+    if not len(contexts):
+      return []
+    ks = tuple(int(k) for k in self.config.gan.get("nn_check_ks", tuple(range(2, 11))))
+    check = self.topk_check(state, contexts, ks=ks, batch_size=len(batch["context"]))
+    return [metrics.plot_topk_check(check, os.path.join(out_dir, "topk_nn_check.png"),
+                                    title=f"top-k approximation after {stage} "
+                                          f"({len(contexts)} contexts)")]
 
   def topk_check(self, state: base.TrainState, contexts: np.ndarray,
                  ks=tuple(range(2, 11)), batch_size: int = 64) -> dict[str, Any]:
