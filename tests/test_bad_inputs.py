@@ -415,7 +415,7 @@ def test_train_batch_larger_than_the_training_split():
 def _subprocess(args, devices=None):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   if devices:
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
   return subprocess.run([sys.executable, "-m", "vedgan.main"] + args, cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)
 

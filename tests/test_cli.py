@@ -24,7 +24,7 @@ def cli_args(workdir, devices=None, **extra):
           "--workdir", str(workdir)] + [_flag(k, v) for k, v in values.items()]
   env = dict(os.environ)
   if devices:
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
   env["JAX_PLATFORMS"] = "cpu"
   return args, env
 
