@@ -75,6 +75,14 @@ def code(text: str, tag: str | None = None):
   return cell
 
 
+def train_cell():
+  """The training cell most notebooks share: what ``python -m vedgan.main`` runs, then the curves."""
+  return code("""\
+result = train.run(config, WORKDIR)
+print(result)
+notebook.show_image(f"{WORKDIR}/plots/training_curves.png")""", "train")
+
+
 def notebook(name: str, title: str, intro: str, cells: list) -> nbformat.NotebookNode:
   nb = nbformat.v4.new_notebook()
   nb.metadata = {
@@ -132,10 +140,7 @@ config = notebook.load_config("seq2seq", VARIANT, {
 })
 print(train.dry_run(config, WORKDIR))""", "config"),
         md(TRAIN_MD),
-        code("""\
-result = train.run(config, WORKDIR)
-print(result)
-notebook.show_image(f"{WORKDIR}/plots/training_curves.png")""", "train"),
+        train_cell(),
         md("""\
 ## Sample
 
@@ -234,10 +239,7 @@ config = notebook.load_config("mojitalk", VARIANT, {
 })
 print(train.dry_run(config, WORKDIR))""", "config"),
         md(TRAIN_MD),
-        code("""\
-result = train.run(config, WORKDIR)
-print(result)
-notebook.show_image(f"{WORKDIR}/plots/training_curves.png")""", "train"),
+        train_cell(),
         md("""\
 ## Sample
 
@@ -437,10 +439,7 @@ config = notebook.load_config("collaborative_ved", VARIANT, {
 })
 print(train.dry_run(config, WORKDIR))""", "config"),
         md(TRAIN_MD),
-        code("""\
-result = train.run(config, WORKDIR)
-print(result)
-notebook.show_image(f"{WORKDIR}/plots/training_curves.png")""", "train"),
+        train_cell(),
         md("""\
 ## Sample
 
