@@ -12,8 +12,9 @@ Every config is an ``ml_collections.ConfigDict`` with these sections:
 * ``decode``: decoding settings for samples and evaluation;
 * ``stages`` + ``stage_order``: the training recipe as data. Each stage has
   ``step`` (a step-function name, or a cycle such as ``"disc*5,gen*1"``),
-  ``num_steps``, ``learning_rate`` and optional ``warmup_steps``, ``lr_decay``,
-  ``lr_decay_every``.
+  ``num_steps``, ``learning_rate``, ``warmup_steps``, ``lr_decay``,
+  ``lr_decay_every`` and ``reset_optimizer`` (fresh optimizer states for the
+  networks the stage trains, at its first step); see :func:`stage`.
 """
 from __future__ import annotations
 
@@ -101,9 +102,10 @@ def base_config() -> ml_collections.ConfigDict:
 
 def stage(step: str, num_steps: int, learning_rate: float, **extra) -> ml_collections.ConfigDict:
   """One entry of ``config.stages``."""
-  return ml_collections.ConfigDict(dict(step=step, num_steps=num_steps,
-                                        learning_rate=learning_rate, warmup_steps=0,
-                                        lr_decay=1.0, lr_decay_every=1, **extra))
+  fields = dict(step=step, num_steps=num_steps, learning_rate=learning_rate, warmup_steps=0,
+                lr_decay=1.0, lr_decay_every=1, reset_optimizer=False)
+  fields.update(extra)
+  return ml_collections.ConfigDict(fields)
 
 
 def parse_cycle(step: str) -> list[tuple[str, int]]:

@@ -55,6 +55,7 @@ Conventions shared by all decoders:
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence, TypeVar
 
 import flax
@@ -464,3 +465,68 @@ def run(mode: str, step_fn: StepFn, init_carry: Any, key: jax.Array, *, temperat
     return beam_search(step_fn, init_carry, beam_width=beam_width,
                        length_penalty=length_penalty, **common)
   raise ConfigError(f"decoding mode {mode!r} must be one of {', '.join(MODES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  """How :meth:`vedgan.objective.Objective.generate` decodes (``config.decode`` holds the run's defaults).
+
+  Attributes:
+    mode: ``greedy`` | ``sample`` | ``beam``.
+    max_len: generated tokens incl. EOS (0 = the objective's response length).
+    temperature, top_k: sampling (``top_k = 0``: the whole vocabulary).
+    beam_width, length_penalty: beam search (GNMT length penalty ``alpha``).
+    forbid_unk: never emit ``<unk>``.
+    num_samples: unconditional objectives: how many sentences.
+  """
+  mode: str = "greedy"
+  max_len: int = 0
+  temperature: float = 1.0
+  top_k: int = 0
+  beam_width: int = 4
+  length_penalty: float = 0.0
+  forbid_unk: bool = True
+  num_samples: int = 0
+
+  @classmethod
+  def from_config(cls, decode_config, **overrides) -> "DecodeOptions":
+    d = decode_config
+    fields = dict(mode=d.mode, temperature=float(d.temperature), top_k=int(d.top_k),
+                  beam_width=int(d.beam_width), length_penalty=float(d.length_penalty),
+                  forbid_unk=bool(d.forbid_unk))
+    fields.update(overrides)
+    return cls(**fields)
+
+
+def special_ids(tokenizer, forbid_unk: bool = True) -> dict:
+  """``bos_id``, ``eos_id``, ``pad_id`` and ``forbid_ids`` (pad, bos and, if asked, unk)
+  of ``tokenizer``: the id keywords of :func:`run`."""
+  t = tokenizer
+  forbid = (t.pad_id, t.bos_id) + ((t.unk_id,) if forbid_unk else ())
+  return dict(bos_id=t.bos_id, eos_id=t.eos_id, pad_id=t.pad_id, forbid_ids=forbid)
+
+
+def conditional(step: Callable, memory: Any, carry: Any, key: jax.Array,
+                options: DecodeOptions, batch_size: int, max_len: int, ids: dict,
+                **extra) -> DecodeOutput:
+  """Decodes responses of a conditional model whose encoder already ran: the one
+  decode prologue of every conditional objective.
+
+  Args:
+    step: ``(memory, carry, tokens [N]) -> (carry, logits [N, V])``.
+    memory: the encoder's output for ``batch_size`` rows (any pytree, rows first).
+    carry: the decoder's initial state for those rows.
+    key: sampling key.
+    options: :class:`DecodeOptions` (mode, temperature, top-k, beam ...).
+    batch_size, max_len: rows and generated length.
+    ids: :func:`special_ids`; ``extra``: more keywords of :func:`run` (``min_len``).
+
+  Beam search tiles ``memory`` and ``carry`` ``beam_width`` times first.
+  """
+  if options.mode == "beam":
+    memory = tile_for_beam(memory, options.beam_width)
+    carry = tile_for_beam(carry, options.beam_width)
+  return run(options.mode, lambda c, tokens: step(memory, c, tokens), carry, key,
+             temperature=options.temperature, top_k=options.top_k,
+             beam_width=options.beam_width, length_penalty=options.length_penalty,
+             batch_size=batch_size, max_len=max_len, **ids, **extra)

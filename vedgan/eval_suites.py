@@ -40,7 +40,6 @@ import json
 import os
 import re
 import time
-import unicodedata
 from typing import Any, Callable, Iterable, Sequence
 
 import jax
@@ -48,28 +47,13 @@ import ml_collections
 import numpy as np
 
 from vedgan import metrics, parallel
+from vedgan.metrics import text as text_lib
 from vedgan.errors import CheckpointError, ConfigError, DataError, VedganError
 
 DEFAULT_SUITES = ("likelihood", "bleu", "diversity")
 DECODE_MODES = ("greedy", "sample", "beam")
 
-_WORD_RE = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
-
-
-def _word_tokens(text: str) -> list[str]:
-  return _WORD_RE.findall(unicodedata.normalize("NFKC", text).lower())
-
-
-def _whitespace_tokens(text: str) -> list[str]:
-  return unicodedata.normalize("NFKC", text).split()
-
-
-#: name -> (function text -> tokens, label recorded in metric settings).
-TOKENIZATIONS: dict[str, tuple[Callable[[str], list[str]], str]] = {
-    "word": (_word_tokens, r"word: NFKC, lowercased, regex \w+(?:'\w+)*|[^\w\s] "
-                           "(words with inner apostrophes, each other symbol a token)"),
-    "whitespace": (_whitespace_tokens, "whitespace: NFKC, case kept, str.split()"),
-}
+TOKENIZATIONS = text_lib.TOKENIZATIONS
 
 
 # ----------------------------------------------------------------------------

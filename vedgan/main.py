@@ -158,7 +158,7 @@ def _check_config(config) -> None:
   """Range and recipe checks before anything else (so a negative batch size is reported as
   out of range rather than as not divisible by the devices)."""
   from vedgan import configlib  # pylint: disable=import-outside-toplevel
-  from vedgan.objectives.base import get_objective_class  # pylint: disable=import-outside-toplevel
+  from vedgan.objective import get_objective_class  # pylint: disable=import-outside-toplevel
   configlib.validate(config, get_objective_class(config.objective).STEPS)
 
 

@@ -54,48 +54,13 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from vedgan import configlib, parallel, plots
+from vedgan import configlib, parallel, plots, steps as steps_lib
 from vedgan.checkpoint import Checkpointer, write_json_atomic
 from vedgan.data import inputs as inputs_lib
 from vedgan.errors import CheckpointError, ConfigError, VedganError
-from vedgan.objectives.base import get_objective_class
+from vedgan.objective import get_objective_class
+from vedgan.plan import Plan, StageSpan
 from vedgan.writers import MetricWriter, read_metrics
-
-
-@dataclasses.dataclass(frozen=True)
-class StageSpan:
-  """A stage placed on the global step axis: steps ``[start, end)``."""
-  name: str
-  config: Any
-  start: int
-  end: int
-  cycle: tuple[tuple[str, int], ...]
-
-  def step_name(self, step: int) -> str:
-    """The step function the cycle prescribes at global ``step``."""
-    period = sum(n for _, n in self.cycle)
-    pos = (step - self.start) % period
-    for name, n in self.cycle:
-      if pos < n:
-        return name
-      pos -= n
-    raise AssertionError("unreachable: pos < period")
-
-
-def plan_stages(config) -> list[StageSpan]:
-  spans, start = [], 0
-  for name, stage in configlib.ordered_stages(config):
-    end = start + int(stage.num_steps)
-    spans.append(StageSpan(name, stage, start, end, tuple(configlib.parse_cycle(stage.step))))
-    start = end
-  return spans
-
-
-def stage_at(spans: list[StageSpan], step: int) -> StageSpan:
-  for span in spans:
-    if span.start <= step < span.end:
-      return span
-  return spans[-1]
 
 
 class _StopFlag:
@@ -168,8 +133,9 @@ class Trainer:
   def __init__(self, config, workdir: str):
     self.config = config
     self.workdir = workdir
-    self.spans = plan_stages(config)
-    self.total_steps = self.spans[-1].end
+    self.plan = Plan.from_config(config)
+    self.spans = self.plan.spans
+    self.total_steps = self.plan.total_steps
     self.mesh = parallel.make_mesh()
     self.objective_cls = get_objective_class(config.objective)
     configlib.validate(config, self.objective_cls.STEPS)  # ranges first, then divisibility
@@ -191,7 +157,15 @@ class Trainer:
     tok = self.inputs.tokenizer
     self.objective = self.objective_cls(config, tok)
     self.objective.bind_inputs(self.inputs)  # e.g. schedules given in epochs
-    example = parallel.shard_batch(next(iter(self._peek_batch())), self.mesh)
+    self.specs = self.objective.steps()
+    if set(self.specs) != set(self.objective_cls.STEPS):
+      raise AssertionError(f"{config.objective}.steps() gives {sorted(self.specs)} but STEPS "
+                           f"declares {sorted(self.objective_cls.STEPS)}")
+    missing = {s.stream for s in self.specs.values()} - set(self.inputs.streams)
+    if missing:
+      raise AssertionError(f"{config.objective}'s steps read stream(s) {sorted(missing)} that "
+                           f"its inputs lack (it has {sorted(self.inputs.streams)})")
+    example = parallel.shard_batch(self._peek_batch(self.plan.step_name(0)), self.mesh)
     init = jax.jit(self.objective.init, out_shardings=parallel.replicated(self.mesh))
     self.state = init(jax.random.key(int(config.seed)), example)
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"),
@@ -207,7 +181,7 @@ class Trainer:
                               "the checkpoint was trained with; restore it or use a new --workdir")
       self.state, meta = self.checkpointer.restore(latest, self.state)
       self.step = int(meta["step"])
-      self.inputs.train.set_state(meta["data_state"])
+      self.inputs.set_state(meta["data_state"])
       if write:
         self._trim_logs(self.step)
       logging.info("resumed from step %d", self.step)
@@ -224,13 +198,17 @@ class Trainer:
     self.guard_names = [name for name, _ in guard_groups(self.state)]
     self._skips_in_a_row = 0
 
-  def _peek_batch(self):
-    """One training batch for shapes, without moving the iterator."""
-    it = self.inputs.train
+  def _stream(self, name: str):
+    """The iterator of the stream step ``name`` reads."""
+    return self.inputs.streams[self.specs[name].stream]
+
+  def _peek_batch(self, name: str) -> dict:
+    """One batch of step ``name``'s stream for shapes, without moving the iterator."""
+    it = self._stream(name)
     saved = it.get_state()
-    batch = next(iter(it))
+    batch = next(it)
     it.set_state(saved)
-    yield batch
+    return batch
 
   def _trim_logs(self, step: int) -> None:
     """Drops log rows written after the restored checkpoint (they will be redone)."""
@@ -256,7 +234,10 @@ class Trainer:
     """
     key = (span.name, name, num_steps)
     if key not in self.step_fns:
-      per_device = guard_step(self.objective.step_builders[name](span.config, span.start))
+      per_device = guard_step(steps_lib.build_update(
+          self.specs[name], name, span, self.plan, self.objective.networks(self.state.params),
+          {net: self.objective.optimizer(net)
+           for net in self.objective.networks(self.state.params)}))
       if num_steps == 1:
         self.step_fns[key] = parallel.data_parallel(per_device, self.mesh)
       else:
@@ -338,7 +319,8 @@ class Trainer:
   # -- evaluation ---------------------------------------------------------------
   def evaluate(self) -> dict[str, float]:
     sums = None
-    for batch in self.inputs.validation_batches(self.config, int(self.config.train.eval_batches)):
+    for batch in self.inputs.validation_batches(self.config, int(self.config.train.eval_batches),
+                                                self.objective.EVAL_STREAM):
       out = self.eval_fn(self.state, parallel.shard_batch(batch, self.mesh))
       sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
     if sums is None:
@@ -361,7 +343,7 @@ class Trainer:
       tqdm.write(text, file=sys.stdout)
 
   def save(self) -> None:
-    meta = {"step": self.step, "data_state": self.inputs.train.get_state(),
+    meta = {"step": self.step, "data_state": self.inputs.get_state(),
             "tokenizer_fingerprint": self.inputs.tokenizer.fingerprint}
     self.checkpointer.save(self.step, self.state, meta)
 
@@ -379,13 +361,13 @@ class Trainer:
     pending: list[dict] = []  # per call: outputs still on the devices, then host rows
     tokens, t0 = 0.0, time.perf_counter()
     stopped = False
-    per_call = int(cfg.get("steps_per_call", 1))
+    per_call = int(cfg.steps_per_call)
     with (contextlib.nullcontext(stop) if stop is not None else _StopFlag()) as stop:
       while self.step < self.total_steps:
-        span = stage_at(self.spans, self.step)
+        span = self.plan.span_at(self.step)
         name = span.step_name(self.step)
-        batches = [next(self.inputs.train)
-                   for _ in range(self._call_length(span, name, per_call))]
+        stream = self._stream(name)
+        batches = [next(stream) for _ in range(self._call_length(span, name, per_call))]
         tokens += sum(_count_tokens(b) for b in batches) * jax.process_count()
         pending += self._run_steps(span, name, batches)
         self.step += len(batches)

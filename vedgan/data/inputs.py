@@ -25,41 +25,66 @@ from vedgan.errors import CheckpointError, ConfigError, DataError
 
 @dataclasses.dataclass
 class Inputs:
-  """What the driver needs from the data side.
+  """What the driver needs from the data side, for every objective.
+
+  A *stream* is one kind of training example (dialogue pairs, labelled
+  sentences, ...) with its own repeating, shuffled iterator; each step spec
+  names the stream it reads (:class:`vedgan.steps.Step`). Per-example fields
+  (labels, next turns ...) travel inside the encoded datasets
+  (:func:`vedgan.data.pipeline.with_fields`) and so inside every batch.
 
   Attributes:
     tokenizer: the run's tokenizer.
-    train: repeating, shuffled iterator of local training batches.
-    validation: encoded validation pairs (for fresh one-pass iterators).
-    sample_pairs: a few raw (context, response) validation pairs for samples.
-    counts: filtering / truncation counts per split.
+    streams: ``{name: BatchIterator}`` of local training batches.
+    validation: ``{name: encoded validation split}`` of the streams evaluated.
+    sample_pairs: a few raw (prompt, reference) validation pairs for samples.
+    counts: filtering / truncation counts per split and stream.
   """
   tokenizer: Tokenizer
-  train: pipeline.BatchIterator
-  validation: object
-  sample_pairs: list[tuple[str, str]]
+  streams: dict
+  validation: dict
+  sample_pairs: list
   counts: dict
 
-  def validation_batches(self, config, max_batches: int = 0):
-    """A fresh single pass over the validation split (padding rows have weight 0)."""
-    it = pipeline.BatchIterator(self.validation, config.train.eval_batch_size,
-                                tuple(config.data.buckets), seed=config.seed, shuffle=False,
-                                process_index=jax.process_index(),
-                                process_count=jax.process_count(), drop_remainder=False,
-                                repeat=False)
+  def validation_batches(self, config, max_batches: int = 0, stream: str = "train"):
+    """A fresh single pass over the validation split of ``stream`` (padding rows have
+    weight 0), at most ``max_batches`` batches (0 = all)."""
+    it = self.streams[stream].one_pass(self.validation[stream],
+                                       int(config.train.eval_batch_size))
     for i, batch in enumerate(it):
       if max_batches and i >= max_batches:
         break
       yield batch
 
+  def get_state(self) -> dict:
+    """JSON-safe positions of every stream: ``{"streams": {name: state}}``."""
+    return {"streams": {k: it.get_state() for k, it in self.streams.items()}}
+
+  def set_state(self, state: dict) -> None:
+    """Continues from :meth:`get_state` (a bare iterator state is stream ``train``'s)."""
+    streams = state["streams"] if "streams" in state else {"train": state}
+    for name, it in self.streams.items():
+      if name in streams:
+        it.set_state(streams[name])
+
   def encode_contexts(self, config, contexts: list[str]) -> np.ndarray:
-    """``contexts`` -> ``[len, max bucket]`` int32, left-truncated, right-padded."""
+    """``contexts`` -> ``[len, max_context_len]`` int32, left-truncated, right-padded."""
     max_len = int(config.data.max_context_len)
     out = np.zeros((len(contexts), max_len), np.int32)
     for i, text in enumerate(contexts):
       ids = self.tokenizer.encode(text)[-max_len:]
       out[i, :len(ids)] = ids
     return out
+
+
+def batch_iterator(config, encoded, batch_size: int | None = None, **kwargs
+                   ) -> pipeline.BatchIterator:
+  """The run's repeating, shuffled training iterator over ``encoded``
+  (``config.train.batch_size`` rows, ``config.data.buckets``, this process's rows)."""
+  return pipeline.BatchIterator(encoded, int(batch_size or config.train.batch_size),
+                                tuple(config.data.buckets), seed=config.seed, shuffle=True,
+                                process_index=jax.process_index(),
+                                process_count=jax.process_count(), **kwargs)
 
 
 def tokenizer_dir(workdir: str) -> str:
@@ -146,12 +171,9 @@ def make_inputs(config, workdir: str) -> tuple[Inputs, bool]:
   too_long = _get(config.data, "too_long", "truncate")
   train_enc = pipeline.encode_pairs(train_pairs, tok, max_c, max_r, too_long=too_long)
   val_enc = pipeline.encode_pairs(val_pairs, tok, max_c, max_r, too_long=too_long)
-  train_it = pipeline.BatchIterator(train_enc, config.train.batch_size, tuple(config.data.buckets),
-                                    seed=config.seed, shuffle=True,
-                                    process_index=jax.process_index(),
-                                    process_count=jax.process_count())
   counts = {"train": getattr(train_enc, "counts", {}), "validation": getattr(val_enc, "counts", {})}
   for split, c in counts.items():
     log_counts(f"{dataset_label(config.data)} {split} (tokenised)", c)
   n = max(int(config.train.num_samples), 0)
-  return Inputs(tok, train_it, val_enc, val_pairs[:n], counts), is_new
+  return Inputs(tok, {"train": batch_iterator(config, train_enc)}, {"train": val_enc},
+                val_pairs[:n], counts), is_new

@@ -112,12 +112,17 @@ class EncodedPairs:
       tokens).
     max_context_len: the truncation length used for contexts.
     max_response_len: decoder row length (response tokens + bos/eos).
+    index: int64 ``[N]``, the position in the input of each kept pair.
+    fields: per-example arrays ``{name: [N, ...]}`` that every batch carries
+      (see :func:`with_fields`).
   """
   context: list
   response: list
   counts: dict
   max_context_len: int
   max_response_len: int
+  index: Optional[np.ndarray] = None
+  fields: dict = dataclasses.field(default_factory=dict)
 
   def __len__(self) -> int:
     return len(self.context)
@@ -150,7 +155,7 @@ def encode_pairs(pairs: Iterable[tuple[str, str]], tokenizer,
                      f"position), got {max_response_len}")
   _check_too_long(too_long)
   keep_response = max_response_len - 1
-  contexts, responses = [], []
+  contexts, responses, index = [], [], []
   counts = dict(pairs=0, examples=0, skipped_empty=0, skipped_undecodable=0,
                 skipped_too_long=0, truncated_context=0, truncated_response=0,
                 context_tokens=0, response_tokens=0)
@@ -177,11 +182,12 @@ def encode_pairs(pairs: Iterable[tuple[str, str]], tokenizer,
       r = r[:keep_response]
     contexts.append(np.asarray(c, dtype=np.int32))
     responses.append(np.asarray(r, dtype=np.int32))
+    index.append(counts["pairs"] - 1)
     counts["context_tokens"] += len(c)
     counts["response_tokens"] += len(r)
   counts["examples"] = len(contexts)
   return EncodedPairs(contexts, responses, counts, max_context_len,
-                      max_response_len)
+                      max_response_len, np.asarray(index, np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,11 +201,15 @@ class EncodedSentences:
       ``skipped_bad_label``, ``truncated``, ``tokens`` (kept tokens).
     max_len: decoder row length (sentence tokens + the bos/eos position).
     labels: int32 ``[N]`` (from :func:`encode_labelled`) or ``None``.
+    index: int64 ``[N]``, the position in the input of each kept sentence.
+    fields: per-example arrays ``{name: [N, ...]}`` (see :func:`with_fields`).
   """
   tokens: list
   counts: dict
   max_len: int
   labels: Optional[np.ndarray] = None
+  index: Optional[np.ndarray] = None
+  fields: dict = dataclasses.field(default_factory=dict)
 
   def __len__(self) -> int:
     return len(self.tokens)
@@ -211,7 +221,7 @@ def _encode_sentences(texts, labels, tokenizer, max_len, too_long):
                      f"position), got {max_len}")
   _check_too_long(too_long)
   keep = max_len - 1
-  rows, kept_labels = [], []
+  rows, kept_labels, index = [], [], []
   counts = dict(sentences=0, examples=0, skipped_empty=0,
                 skipped_undecodable=0, skipped_too_long=0,
                 skipped_bad_label=0, truncated=0, tokens=0)
@@ -241,11 +251,13 @@ def _encode_sentences(texts, labels, tokenizer, max_len, too_long):
       ids = ids[:keep]
     rows.append(np.asarray(ids, dtype=np.int32))
     kept_labels.append(label)
+    index.append(counts["sentences"] - 1)
     counts["tokens"] += len(ids)
   counts["examples"] = len(rows)
   label_array = (np.asarray(kept_labels, dtype=np.int32).reshape(-1)
                  if labels is not None else None)
-  return EncodedSentences(rows, counts, int(max_len), label_array)
+  return EncodedSentences(rows, counts, int(max_len), label_array,
+                          np.asarray(index, np.int64))
 
 
 def _as_label(value) -> int:
@@ -325,6 +337,8 @@ class EncodedDialogues:
       ``response_tokens``.
     max_turns, max_turn_len, max_response_len: the limits used.
     labels: int32 ``[N]`` or ``None``.
+    index: int64 ``[N]``, the position in the input of each kept example.
+    fields: per-example arrays ``{name: [N, ...]}`` (see :func:`with_fields`).
   """
   turns: list
   response: list
@@ -333,6 +347,8 @@ class EncodedDialogues:
   max_turn_len: int
   max_response_len: int
   labels: Optional[np.ndarray] = None
+  index: Optional[np.ndarray] = None
+  fields: dict = dataclasses.field(default_factory=dict)
 
   def __len__(self) -> int:
     return len(self.response)
@@ -374,7 +390,7 @@ def encode_dialogues(examples: Iterable[tuple[Sequence[str], str]], tokenizer,
       raise ValueError(f"encode_dialogues got {len(examples)} examples but "
                        f"{len(labels)} labels")
   keep_response = max_response_len - 1
-  all_turns, responses, kept_labels = [], [], []
+  all_turns, responses, kept_labels, index = [], [], [], []
   counts = dict(dialogues=0, examples=0, skipped_empty=0,
                 skipped_undecodable=0, skipped_too_long=0,
                 skipped_bad_label=0, dropped_turns=0, truncated_turn=0,
@@ -417,6 +433,7 @@ def encode_dialogues(examples: Iterable[tuple[Sequence[str], str]], tokenizer,
     all_turns.append([np.asarray(ids, np.int32) for ids in kept])
     responses.append(np.asarray(r, np.int32))
     kept_labels.append(label)
+    index.append(k)
     counts["turn_tokens"] += sum(len(ids) for ids in kept)
     counts["response_tokens"] += len(r)
   counts["examples"] = len(responses)
@@ -424,7 +441,62 @@ def encode_dialogues(examples: Iterable[tuple[Sequence[str], str]], tokenizer,
                  if labels is not None else None)
   return EncodedDialogues(all_turns, responses, counts, int(max_turns),
                           int(max_turn_len), int(max_response_len),
-                          label_array)
+                          label_array, np.asarray(index, np.int64))
+
+
+# -- per-example fields --------------------------------------------------------------
+
+
+def num_source_rows(encoded) -> int:
+  """How many input items the encoder read (kept or skipped)."""
+  c = encoded.counts
+  for key in ("pairs", "sentences", "dialogues"):
+    if key in c:
+      return int(c[key])
+  raise ValueError(f"{type(encoded).__name__} has no input count")
+
+
+def with_fields(encoded, **source_fields):
+  """``encoded`` carrying extra per-example arrays, given per INPUT row.
+
+  Each ``source_fields[name]`` has one entry per item the encoder was given
+  (``[num_source_rows, ...]``, in input order); the entries of the kept
+  examples (``encoded.index``) become ``encoded.fields[name]`` ``[N, ...]``
+  and every batch of :class:`BatchIterator` carries them under ``name``
+  (padding rows 0). Nobody has to re-derive which rows the encoder skipped.
+
+  Raises:
+    ValueError: a field of the wrong length, or a name a batch already uses.
+  """
+  n = num_source_rows(encoded)
+  fields = dict(encoded.fields)
+  for name, values in source_fields.items():
+    values = np.asarray(values)
+    if values.shape[:1] != (n,):
+      raise ValueError(f"field {name!r} has {values.shape[:1]} rows; the encoder "
+                       f"read {n} items (give one entry per input item)")
+    fields[name] = values[encoded.index]
+  return dataclasses.replace(encoded, fields=fields)
+
+
+def subset(encoded, keep: np.ndarray):
+  """The examples of ``encoded`` where ``keep`` (bool ``[N]``) holds, with
+  their fields and source indices; ``counts["examples"]`` is updated and
+  ``counts["subset_dropped"]`` counts the rest."""
+  keep = np.asarray(keep, bool)
+  if keep.shape != (len(encoded),):
+    raise ValueError(f"subset mask has shape {keep.shape}, expected ({len(encoded)},)")
+  pick = np.flatnonzero(keep)
+  ragged = {f.name: [getattr(encoded, f.name)[i] for i in pick]
+            for f in dataclasses.fields(encoded)
+            if isinstance(getattr(encoded, f.name), list)}
+  counts = dict(encoded.counts, examples=int(keep.sum()),
+                subset_dropped=int((~keep).sum()))
+  labels = getattr(encoded, "labels", None)
+  extra = {} if labels is None else {"labels": np.asarray(labels)[pick]}
+  return dataclasses.replace(encoded, counts=counts, index=encoded.index[pick],
+                             fields={k: v[pick] for k, v in encoded.fields.items()},
+                             **ragged, **extra)
 
 
 # -- dense layouts ----------------------------------------------------------------
@@ -643,6 +715,7 @@ class BatchIterator:
     self._response_buckets = _check_buckets(
         self._buckets if response_buckets is None else response_buckets,
         "response_buckets")
+    self._turn_buckets = turn_buckets
     num = len(encoded)
     if num == 0:
       raise ValueError("BatchIterator got no examples (all items empty or "
@@ -661,6 +734,13 @@ class BatchIterator:
       raise TypeError(f"BatchIterator cannot batch {type(encoded).__name__}; "
                       "use encode_pairs / encode_sentences / encode_labelled "
                       "/ encode_dialogues")
+    for name, values in encoded.fields.items():
+      if name in layout.arrays or name == "weight":
+        raise ValueError(f"field {name!r} clashes with a batch key of {type(encoded).__name__}")
+      if len(values) != num:
+        raise ValueError(f"field {name!r} has {len(values)} rows for {num} examples")
+      layout.arrays[name] = np.asarray(values)
+      layout.axes[name] = ()
     self._layout = layout
 
     self._num_examples = num
@@ -716,6 +796,15 @@ class BatchIterator:
   def keys(self) -> tuple[str, ...]:
     """The keys of every batch (``"weight"`` last)."""
     return tuple(self._layout.arrays) + ("weight",)
+
+  def one_pass(self, encoded, global_batch_size: int) -> "BatchIterator":
+    """A fresh single ordered pass over ``encoded`` (e.g. the validation split) with
+    this iterator's buckets and processes; the last batch is padded (weight 0)."""
+    return BatchIterator(encoded, global_batch_size, self._buckets, seed=self._seed,
+                         shuffle=False, process_index=self._process_index,
+                         process_count=self._process_count, drop_remainder=False,
+                         repeat=False, response_buckets=self._response_buckets,
+                         turn_buckets=self._turn_buckets)
 
   # -- state -----------------------------------------------------------------
   def get_state(self) -> dict:
