@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from conftest import make_config
 
-from vedgan import parallel
+from vedgan import parallel, train
+from vedgan.decode import DecodeOptions
 from vedgan.errors import ConfigError
 from vedgan.nn.seq2seq import Seq2Seq
-from vedgan.objectives.seq2seq import Seq2SeqObjective, build_seq2seq
+from vedgan.papers.seq2seq.algorithm import Seq2SeqObjective, build_seq2seq
 
 V = 40
 
@@ -82,7 +83,7 @@ def test_mle_step_is_the_token_mean_and_learns():
   tgt = np.asarray(batch["response_out"])
   picked = np.take_along_axis(np.asarray(logp), tgt[..., None], -1)[..., 0]
   expected = -(picked * (tgt != 0)).sum() / (tgt != 0).sum()
-  step = parallel.data_parallel(obj.step_builders["mle"](config.stages.mle, 0), mesh)
+  step = train.step_function(obj, "mle", config, state, mesh=mesh)
   state, metrics = step(state, batch)
   np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
   assert int(metrics["tokens"]) == int((tgt != 0).sum())
@@ -96,24 +97,26 @@ def test_generation_modes():
   obj, _ = _objective()
   batch = _batch()
   state = obj.init(jax.random.key(0), batch)
-  ctx = batch["context"]
-  greedy = obj.generate(state, ctx, mode="greedy", max_len=8)
-  beam1 = obj.generate(state, ctx, mode="beam", beam_width=1, max_len=8)
+  ctx = {"context": batch["context"]}
+
+  def gen(rng=jax.random.key(0), **options):
+    return obj.generate(state, ctx, rng, DecodeOptions(max_len=8, **options))
+
+  greedy = gen(mode="greedy")
+  beam1 = gen(mode="beam", beam_width=1)
   np.testing.assert_array_equal(greedy.tokens, beam1.tokens)
-  beam = obj.generate(state, ctx, mode="beam", beam_width=3, max_len=8)
+  beam = gen(mode="beam", beam_width=3)
   assert beam.tokens.shape == (4, 8)
   # Beam search never scores below greedy (it keeps the greedy path among its beams).
   assert np.all(np.asarray(beam.scores) >= np.asarray(greedy.scores) - 1e-4)
-  sample = obj.generate(state, ctx, rng=jax.random.key(3), mode="sample", temperature=1.0,
-                        top_k=5, max_len=8)
-  cold = obj.generate(state, ctx, rng=jax.random.key(3), mode="sample", temperature=1e-4,
-                      max_len=8)
+  sample = gen(jax.random.key(3), mode="sample", temperature=1.0, top_k=5)
+  cold = gen(jax.random.key(3), mode="sample", temperature=1e-4)
   np.testing.assert_array_equal(cold.tokens, greedy.tokens)
   for out in (greedy, beam, sample):
     toks = np.asarray(out.tokens)
     assert not np.isin(toks, [_Tok.unk_id, _Tok.bos_id]).any()
   with pytest.raises(ConfigError, match="decoding mode"):
-    obj.generate(state, ctx, mode="nucleus")
+    gen(mode="nucleus")
 
 
 def test_bad_dtype_is_a_config_error():

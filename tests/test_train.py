@@ -9,7 +9,7 @@ from conftest import make_config, restore_numpy_state
 
 from vedgan import train
 from vedgan.errors import CheckpointError, ConfigError
-from vedgan.objectives.base import TrainState
+from vedgan.steps import TrainState
 
 
 def _tree_snapshot(workdir):

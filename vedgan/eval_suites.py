@@ -35,10 +35,8 @@ anything is written.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
-import re
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -314,18 +312,20 @@ class EvalRun:
     bsz = int(g["batch_size"])
     tok = self.tokenizer
     root = jax.random.key(seed)
+    options = self.objective.decode_options(
+        mode=mode, max_len=int(g["max_len"]), temperature=float(temperature),
+        top_k=int(g["top_k"]), beam_width=int(g["beam_width"]),
+        length_penalty=float(g["length_penalty"]), forbid_unk=bool(g["forbid_unk"]))
+    contexts = [c for c, _ in self.pairs]
     out: list[list[int]] = []
     for b, start in enumerate(range(0, n, bsz)):
-      chunk = self.context_ids[start:min(start + bsz, n)]
+      chunk = contexts[start:min(start + bsz, n)]
       rows = len(chunk)
-      if rows < bsz:
-        chunk = np.concatenate([chunk, np.repeat(chunk[:1], bsz - rows, axis=0)])
-      context = parallel.shard_batch({"context": chunk}, self.trainer.mesh)["context"]
-      res = self.objective.generate(
-          self.trainer.state, context, rng=jax.random.fold_in(root, b), mode=mode,
-          max_len=int(g["max_len"]), temperature=float(temperature), top_k=int(g["top_k"]),
-          beam_width=int(g["beam_width"]), length_penalty=float(g["length_penalty"]),
-          forbid_unk=bool(g["forbid_unk"]))
+      chunk = chunk + [chunk[0]] * (bsz - rows)
+      batch = parallel.shard_batch(self.objective.prompt_batch(self.trainer.inputs, chunk),
+                                   self.trainer.mesh)
+      res = self.objective.generate(self.trainer.state, batch, jax.random.fold_in(root, b),
+                                    options)
       tokens = np.asarray(jax.device_get(res.tokens))[:rows]
       for row in tokens.tolist():
         ids = []
@@ -373,11 +373,9 @@ def _is_dialogue_run(trainer) -> bool:
   """True for objectives that read (context, response) pairs and decode responses."""
   from vedgan.data import pipeline  # pylint: disable=import-outside-toplevel
 
-  try:
-    takes_context = "context" in inspect.signature(trainer.objective.generate).parameters
-  except (TypeError, ValueError, AttributeError):
-    takes_context = False
-  return takes_context and isinstance(trainer.inputs.validation, pipeline.EncodedPairs)
+  stream = trainer.objective.EVAL_STREAM
+  return (trainer.objective.CONDITIONAL
+          and isinstance(trainer.inputs.validation.get(stream), pipeline.EncodedPairs))
 
 
 def open_run(workdir: str, options: EvalOptions, decoding: bool = True) -> EvalRun:
@@ -421,8 +419,8 @@ def open_run(workdir: str, options: EvalOptions, decoding: bool = True) -> EvalR
     tok = trainer.inputs.tokenizer
     max_c = int(config.data.max_context_len)
     if split != "validation":  # the likelihood suite evaluates trainer.inputs.validation
-      trainer.inputs.validation = pipeline.encode_pairs(raw, tok, max_c,
-                                                        int(config.data.max_response_len))
+      trainer.inputs.validation[trainer.objective.EVAL_STREAM] = pipeline.encode_pairs(
+          raw, tok, max_c, int(config.data.max_response_len))
     pairs, rows = [], []
     for context, response in raw:  # the pairs encode_pairs keeps
       c = tok.encode(context)
@@ -476,7 +474,7 @@ def likelihood_suite(run: EvalRun) -> SuiteOutput:
   """The objective's evaluation over the whole split (``Trainer.evaluate``)."""
   values = {k: float(v) for k, v in run.trainer.evaluate().items()}
   tok = run.tokenizer
-  enc = run.trainer.inputs.validation
+  enc = run.trainer.inputs.validation[run.objective.EVAL_STREAM]
   settings = {"metric": "likelihood", "objective": run.config.objective,
               "quantity": "teacher-forced NLL of the reference responses (EOS included), "
                           "summed over the split, per token; perplexity = exp(nll)",

@@ -87,6 +87,12 @@ class Objective(abc.ABC):
   PLOT_GROUPS: dict[str, tuple] = {}
   #: the input stream whose validation split :meth:`eval_step` reads.
   EVAL_STREAM = "train"
+  #: True: :meth:`generate` answers prompts (dialogue contexts); False: it samples
+  #: ``options.num_samples`` sentences from nothing (``batch=None``).
+  CONDITIONAL = True
+  #: True: a prompt's turns are encoded one by one (hierarchical models), not as one
+  #: string; :meth:`prompt_turns` says how many are kept.
+  HIERARCHICAL = False
 
   def __init__(self, config, tokenizer):
     self.config = config
@@ -116,8 +122,25 @@ class Objective(abc.ABC):
     """Responses to ``batch``'s prompts (None for unconditional objectives)."""
 
   @abc.abstractmethod
-  def prompt_batch(self, inputs, prompts: list[str], **extra) -> Optional[dict]:
-    """The :meth:`generate` batch for raw prompt texts (None for unconditional models)."""
+  def prompt_batch(self, inputs, prompts: list[str], label=None) -> Optional[dict]:
+    """The :meth:`generate` batch (numpy arrays, ``len(prompts)`` rows) for raw prompt
+    texts, turns joined by ``config.data.eou``; ``label``: the designated label of every
+    row (objectives with :meth:`label_names`). Unconditional objectives: None."""
+
+  # -- generation conveniences (overridable) ------------------------------------------
+  def prompt_turns(self) -> int:
+    """How many previous turns a prompt holds (``config.data.context_turns``)."""
+    return max(int(self.config.data.context_turns), 1)
+
+  def label_names(self) -> tuple[str, ...]:
+    """Names of the labels :meth:`generate` can be asked for (MojiTalk's emoji); () for
+    objectives that take none."""
+    return ()
+
+  def texts(self, generation: Generation) -> list[str]:
+    """The generated rows as text (up to EOS, specials dropped)."""
+    tokens = np.asarray(jax.device_get(generation.tokens))
+    return [self.tokenizer.decode(row.tolist()) for row in tokens]
 
   # -- shared machinery --------------------------------------------------------------
   def networks(self, params: dict) -> dict[str, tuple[str, ...]]:
@@ -188,5 +211,4 @@ class Objective(abc.ABC):
       return []
     out = self.generate(state, self.prompt_batch(inputs, contexts), jax.random.key(step),
                         self.decode_options())
-    tokens = np.asarray(jax.device_get(out.tokens))
-    return [(c, inputs.tokenizer.decode(t.tolist())) for c, t in zip(contexts, tokens)]
+    return list(zip(contexts, self.texts(out)))

@@ -44,11 +44,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import os
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from vedgan.errors import ConfigError, DataError, VedganError
 
@@ -141,13 +140,6 @@ def resolve_settings(config, mode: str | None = None, temperature: float | None 
 # ----------------------------------------------------------------------------
 
 
-def _takes(fn: Callable, name: str) -> bool:
-  try:
-    return name in inspect.signature(fn).parameters
-  except (TypeError, ValueError):
-    return False
-
-
 class Generator:
   """A trained run opened read-only for generation.
 
@@ -171,21 +163,12 @@ class Generator:
     self.state = trainer.state
     self.step = int(run.step)
     self.workdir = run.workdir
-    gen = self.objective.generate
-    conditional = _takes(gen, "context") and hasattr(self.inputs, "encode_contexts")
+    conditional = bool(self.objective.CONDITIONAL)
     self.kind = "dialogue" if conditional else "unconditional"
-    self.hierarchical = conditional and hasattr(self.inputs, "encode_dialogue_contexts")
-    data = self.config.data
-    self.eou = str(data.get("eou", "<eou>"))
-    if self.hierarchical:
-      self.context_turns = int(data.get("max_turns", 1))
-    else:
-      self.context_turns = max(int(data.get("context_turns", 1)), 1)
-    self.label_names: tuple[str, ...] = ()
-    if conditional and _takes(gen, "label"):
-      n = int(data.get("num_labels", 0))
-      name = getattr(self.objective, "label_name", str)
-      self.label_names = tuple(str(name(i)) for i in range(n))
+    self.eou = str(self.config.data.eou)
+    self.context_turns = self.objective.prompt_turns() if conditional else 0
+    self.hierarchical = conditional and bool(self.objective.HIERARCHICAL)
+    self.label_names: tuple[str, ...] = tuple(self.objective.label_names())
 
   @property
   def objective_name(self) -> str:
@@ -247,8 +230,6 @@ class Generator:
       ``[len(contexts)][num_samples]`` response texts.
     """
     import jax  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
-
     if self.kind != "dialogue":
       raise ConfigError(f"objective {self.objective_name!r} is unconditional; it takes no "
                         "context (use --num_samples N without --input)")
@@ -261,35 +242,27 @@ class Generator:
     if self.needs_label and label is None:
       label = self.label_id(None)
     # Row i * n + j is the j-th response to context i.
-    texts = [self.join_turns(self.split_turns(c)) if not self.hierarchical
-             else f" {self.eou} ".join(self.split_turns(c)) for c in contexts]
+    texts = [self.join_turns(self.split_turns(c)) for c in contexts]
     rows = [t for t in texts for _ in range(n)]
     root = jax.random.fold_in(jax.random.key(int(seed)), int(salt))
     out: list[str] = []
-    tok = self.tokenizer
     for b, start in enumerate(range(0, len(rows), MAX_BATCH)):
       chunk = rows[start:start + MAX_BATCH]
       size = MIN_BATCH
       while size < len(chunk):
         size *= 2
       padded = chunk + [chunk[0]] * (size - len(chunk))
-      context = self.inputs.encode_contexts(self.config, padded)
-      kwargs = dict(rng=jax.random.fold_in(root, b), mode=settings.mode,
-                    max_len=settings.max_len, temperature=settings.temperature,
-                    top_k=settings.top_k, beam_width=settings.beam_width,
-                    length_penalty=settings.length_penalty,
-                    forbid_unk=bool(self.config.decode.get("forbid_unk", True)))
-      if self.needs_label:
-        kwargs["label"] = np.full((size,), int(label), np.int32)
-      res = self.objective.generate(self.state, context, **kwargs)
-      tokens = np.asarray(jax.device_get(res.tokens))[:len(chunk)]
-      out.extend(tok.decode(row.tolist()) for row in tokens)
+      batch = self.objective.prompt_batch(self.inputs, padded,
+                                          label=label if self.needs_label else None)
+      res = self.objective.generate(self.state, batch, jax.random.fold_in(root, b),
+                                    self.options(settings))
+      out.extend(self.objective.texts(res)[:len(chunk)])
     return [out[i * n:(i + 1) * n] for i in range(len(texts))]
 
   def sample_sentences(self, num_samples: int, settings: DecodeSettings, seed: int = 0
                        ) -> list[str]:
     """``num_samples`` unconditional sentences: greedy words (temperature 0) or sampled."""
-    from vedgan.objectives import latent_gan  # pylint: disable=import-outside-toplevel
+    import jax  # pylint: disable=import-outside-toplevel
 
     if self.kind != "unconditional":
       raise ConfigError(f"objective {self.objective_name!r} answers contexts; give --input "
@@ -303,13 +276,16 @@ class Generator:
     n = int(num_samples)
     if n < 1:
       raise ConfigError(f"--num_samples {n} must be >= 1")
-    chunk = 1
-    while chunk < min(n, 512):
-      chunk *= 2
-    temperature = 0.0 if settings.mode == "greedy" else float(settings.temperature)
-    tokens = self.objective.generate(self.state, n, seed=int(seed), temperature=temperature,
-                                     chunk=chunk)
-    return [" ".join(w) for w in latent_gan.words(self.tokenizer, tokens)]
+    res = self.objective.generate(self.state, None, jax.random.key(int(seed)),
+                                  self.options(settings, num_samples=n))
+    return self.objective.texts(res)
+
+  def options(self, settings: DecodeSettings, **changes):
+    """The objective's decode options for ``settings`` (``config.decode.forbid_unk`` kept)."""
+    return self.objective.decode_options(
+        mode=settings.mode, max_len=int(settings.max_len or 0), temperature=settings.temperature,
+        top_k=settings.top_k, beam_width=settings.beam_width,
+        length_penalty=settings.length_penalty, **changes)
 
 
 def open_generator(workdir: str) -> Generator:

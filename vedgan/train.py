@@ -39,7 +39,6 @@ Workdir layout::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import signal
@@ -234,10 +233,8 @@ class Trainer:
     """
     key = (span.name, name, num_steps)
     if key not in self.step_fns:
-      per_device = guard_step(steps_lib.build_update(
-          self.specs[name], name, span, self.plan, self.objective.networks(self.state.params),
-          {net: self.objective.optimizer(net)
-           for net in self.objective.networks(self.state.params)}))
+      per_device = guard_step(per_device_step(self.objective, name, span, self.plan,
+                                              self.state.params, self.specs))
       if num_steps == 1:
         self.step_fns[key] = parallel.data_parallel(per_device, self.mesh)
       else:
@@ -414,6 +411,31 @@ class Trainer:
     for part in ("checkpointer", "writer"):
       if getattr(self, part, None) is not None:
         getattr(self, part).close()
+
+
+def per_device_step(objective, name: str, span: StageSpan, plan: Plan, params: dict,
+                    specs: dict | None = None):
+  """The per-device update ``(state, batch) -> (state, metrics)`` of step ``name`` of
+  ``objective`` in stage ``span`` (:func:`vedgan.steps.build_update` with the objective's
+  networks and optimizers; ``params`` gives the parameter groups)."""
+  specs = objective.steps() if specs is None else specs
+  networks = objective.networks(params)
+  return steps_lib.build_update(specs[name], name, span, plan, networks,
+                                {net: objective.optimizer(net) for net in networks})
+
+
+def step_function(objective, name: str, config, state, stage: str | None = None, mesh=None):
+  """A jitted global step ``(state, batch) -> (state, metrics)`` of step ``name``, as the
+  driver runs it (without the non-finite guard): for tests, notebooks and benchmarks.
+
+  ``stage``: the stage it runs in (default: the first stage whose cycle uses ``name``,
+  else the first stage). The state is donated: keep no other reference to it.
+  """
+  plan = Plan.from_config(config)
+  spans = [s for s in plan.spans if s.name == stage] if stage else plan.spans_using([name])
+  span = (spans or list(plan.spans))[0]
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  return parallel.data_parallel(per_device_step(objective, name, span, plan, state.params), mesh)
 
 
 def _any_process(flag: bool) -> bool:
