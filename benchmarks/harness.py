@@ -45,7 +45,8 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-posi
 
 from vedgan import parallel, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vedgan.errors import ConfigError  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vedgan.objectives import base  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vedgan import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vedgan.objective import get_objective_class  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 # -- the machine ---------------------------------------------------------------------
@@ -274,7 +275,7 @@ def tokens_per_step(config, batch: dict, kind: str) -> int:
 
 def stage_of(config, stage_name: str):
   """``(stage config, global start step)`` of ``stage_name`` in the config's plan."""
-  for span in train.plan_stages(config):
+  for span in train.Plan.from_config(config).spans:
     if span.name == stage_name:
       return span.config, span.start
   if stage_name in config.stages:
@@ -295,20 +296,17 @@ def build(config, step_name: str, stage_name: str, kind: str, devices=None,
   """Builds ``step_name`` of ``config.objective`` as training does, on a synthetic batch."""
   vocab = int(config.tokenizer.vocab_size)
   tok = StubTokenizer(vocab)
-  cls = base.get_objective_class(config.objective)
-  objective = cls(config, tok)
-  if getattr(objective, "steps_per_epoch", "absent") is None or \
-     getattr(objective, "steps_per_epoch", 1) == 0:
-    objective.steps_per_epoch = 1000        # the trainer learns it from the data (bind_inputs)
+  objective = get_objective_class(config.objective)(config, tok)
+  objective.steps_per_epoch = 1000        # the trainer learns it from the data (bind_inputs)
   mesh = parallel.make_mesh(devices)
   global_batch = int(config.train.batch_size)
   parallel.check_batch_size(global_batch, mesh)
   np_batch = synthetic_batch(config, vocab, global_batch, seed)
   batch = parallel.shard_batch(np_batch, mesh)
   state = parallel.replicate(jax.jit(objective.init)(jax.random.key(seed), np_batch), mesh)
-  stage, start = stage_of(config, stage_name)
-  per_device = objective.step_builders[step_name](stage, start)
-  step_fn = parallel.data_parallel(per_device, mesh, donate_state=donate)
+  stage_of(config, stage_name)  # a one-line error for an unknown stage
+  step_fn = train.step_function(objective, step_name, config, state, stage=stage_name, mesh=mesh,
+                                donate_state=donate)
   return Built(objective, step_fn, state, batch, mesh, tokens_per_step(config, np_batch, kind))
 
 

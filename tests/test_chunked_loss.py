@@ -125,19 +125,18 @@ class _Tok:
 
 
 def _one_step(config):
-  from vedgan import parallel  # pylint: disable=import-outside-toplevel
-  from vedgan.objectives import base  # pylint: disable=import-outside-toplevel
+  from vedgan import parallel, train  # pylint: disable=import-outside-toplevel
+  from vedgan.objective import get_objective_class  # pylint: disable=import-outside-toplevel
 
   rng = np.random.default_rng(0)
   batch = {"context": rng.integers(4, 40, (4, 6)), "response_in": rng.integers(4, 40, (4, 5)),
            "response_out": rng.integers(4, 40, (4, 5))}
   batch["response_out"][1:, 3:] = 0
   batch = {k: jnp.asarray(v, jnp.int32) for k, v in batch.items()}
-  objective = base.get_objective_class(config.objective)(config, _Tok())
+  objective = get_objective_class(config.objective)(config, _Tok())
   state = objective.init(jax.random.key(0), batch)
   mesh = parallel.make_mesh(jax.devices()[:1])
-  step = parallel.data_parallel(objective.step_builders["mle"](config.stages.mle, 0), mesh,
-                                donate_state=False)
+  step = train.step_function(objective, "mle", config, state, mesh=mesh)
   state, metrics = step(state, batch)
   evaluated = jax.jit(objective.eval_step)(state, {**batch, "weight": jnp.ones(4)})
   return (float(metrics["loss"]), float(evaluated["nll"])), state.params

@@ -16,7 +16,8 @@ LIGHT_MODULES = ("vedgan.losses", "vedgan.relax", "vedgan.schedules")
 # Top-level packages (or vedgan subpackages) that must not be imported.
 HEAVY = ("flax", "tensorflow", "tensorflow_datasets", "optax", "orbax",
          "sentencepiece", "ml_collections", "array_record", "vedgan.nn",
-         "vedgan.data", "vedgan.objectives", "vedgan.train", "vedgan.metrics",
+         "vedgan.data", "vedgan.papers", "vedgan.objective", "vedgan.steps", "vedgan.train",
+         "vedgan.metrics",
          "vedgan.parallel", "vedgan.main")
 ALLOWED_IMPORTS = {"__future__", "functools", "math", "numbers", "typing", "jax",
                    "numpy"}

@@ -19,9 +19,9 @@ import killharness as kh
 
 from vedgan import parallel, train
 from vedgan.errors import VedganError
-from vedgan.objectives.base import TrainState
+from vedgan.steps import TrainState
 from vedgan.objectives.latent_gan import LatentGAN
-from vedgan.objectives.seq2seq import Seq2SeqObjective
+from vedgan.papers.seq2seq.algorithm import Seq2SeqObjective
 
 #: The latent GAN demo shrunk to seconds: two networks updated by alternating steps.
 GAN_TINY = dict(tokenizer__vocab_size=300, model__embed_dim=8, model__gen_hidden=16,
@@ -36,34 +36,30 @@ def _poison(monkeypatch, cls, name, at_steps, what):
   """Makes step function ``name`` of objective ``cls`` return a NaN ``what`` when the
   incoming ``state.step`` is in ``at_steps`` (the 1-based step ``s + 1`` of the logs):
   ``what`` is ``"loss"`` or ``"params:<network>"``."""
-  original = cls.step_builders.fget
+  del cls  # every objective's steps are built by train.per_device_step
+  original = train.per_device_step
   bad_steps = jnp.asarray(sorted(at_steps), jnp.int32)
 
-  def builders(self):
-    out = dict(original(self))
-    build = out[name]
+  def patched(objective, step_name, span, plan, params, specs=None):
+    step = original(objective, step_name, span, plan, params, specs)
+    if step_name != name:
+      return step
 
-    def poisoned_build(stage, start):
-      step = build(stage, start)
+    def poisoned(state, batch):
+      new, metrics = step(state, batch)
+      bad = jnp.any(state.step == bad_steps)
+      if what == "loss":
+        metrics = dict(metrics, loss=jnp.where(bad, jnp.nan, metrics["loss"]))
+      else:
+        net = what.split(":")[1]
+        params = dict(new.params)
+        params[net] = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), params[net])
+        new = new.replace(params=params)
+      return new, metrics
 
-      def poisoned(state, batch):
-        new, metrics = step(state, batch)
-        bad = jnp.any(state.step == bad_steps)
-        if what == "loss":
-          metrics = dict(metrics, loss=jnp.where(bad, jnp.nan, metrics["loss"]))
-        else:
-          net = what.split(":")[1]
-          params = dict(new.params)
-          params[net] = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), params[net])
-          new = new.replace(params=params)
-        return new, metrics
+    return poisoned
 
-      return poisoned
-
-    out[name] = poisoned_build
-    return out
-
-  monkeypatch.setattr(cls, "step_builders", property(builders))
+  monkeypatch.setattr(train, "per_device_step", patched)
 
 
 def _rows(workdir, split="train"):

@@ -13,8 +13,8 @@ from conftest import make_config
 from PIL import Image
 
 from vedgan import plots, train, writers
-from vedgan.objectives.base import get_objective_class
-from vedgan.objectives.seq2seq import Seq2SeqObjective
+from vedgan.objective import get_objective_class
+from vedgan.papers.seq2seq.algorithm import Seq2SeqObjective
 
 # The train scalars each objective's steps log (read off the metrics.jsonl of a tiny run
 # of every stage of its demo config); validation scalars are the ``validation/`` ones.

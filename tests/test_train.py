@@ -9,6 +9,7 @@ from conftest import make_config, restore_numpy_state
 
 from vedgan import train
 from vedgan.errors import CheckpointError, ConfigError
+from vedgan.plan import Plan, StageSpan
 from vedgan.steps import TrainState
 
 
@@ -103,9 +104,9 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
 
 def test_stage_cycles_follow_the_config(tiny_config):
   config = make_config(stages__mle__step="mle*2,mle*1")
-  spans = train.plan_stages(config)
+  spans = Plan.from_config(config).spans
   assert [spans[0].step_name(s) for s in range(4)] == ["mle"] * 4
-  cyc = train.StageSpan("gan", None, 10, 20, (("disc", 2), ("gen", 1)))
+  cyc = StageSpan("gan", None, 10, 20, (("disc", 2), ("gen", 1)))
   assert [cyc.step_name(s) for s in range(10, 16)] == ["disc", "disc", "gen"] * 2
 
 

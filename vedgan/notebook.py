@@ -156,11 +156,10 @@ def set_field(config, dotted: str, value: Any) -> None:
 
 def _shrink_stages(config, steps: int) -> None:
   """Each stage to ``steps`` passes of its cycle (so every step function runs)."""
-  from vedgan import configlib  # pylint: disable=import-outside-toplevel
+  from vedgan.plan import Plan  # pylint: disable=import-outside-toplevel
 
-  for name in config.stage_order:
-    period = sum(n for _, n in configlib.parse_cycle(config.stages[name].step))
-    config.stages[name].num_steps = period * steps
+  for span in Plan.from_config(config).spans:
+    config.stages[span.name].num_steps = span.period * steps
 
 
 def smoke_overrides(config) -> dict[str, Any]:

@@ -424,18 +424,21 @@ def per_device_step(objective, name: str, span: StageSpan, plan: Plan, params: d
                                 {net: objective.optimizer(net) for net in networks})
 
 
-def step_function(objective, name: str, config, state, stage: str | None = None, mesh=None):
+def step_function(objective, name: str, config, state, stage: str | None = None, mesh=None,
+                  donate_state: bool = True):
   """A jitted global step ``(state, batch) -> (state, metrics)`` of step ``name``, as the
   driver runs it (without the non-finite guard): for tests, notebooks and benchmarks.
 
   ``stage``: the stage it runs in (default: the first stage whose cycle uses ``name``,
-  else the first stage). The state is donated: keep no other reference to it.
+  else the first stage). With ``donate_state`` the state passed in is donated: keep no
+  other reference to it.
   """
   plan = Plan.from_config(config)
   spans = [s for s in plan.spans if s.name == stage] if stage else plan.spans_using([name])
   span = (spans or list(plan.spans))[0]
   mesh = parallel.make_mesh() if mesh is None else mesh
-  return parallel.data_parallel(per_device_step(objective, name, span, plan, state.params), mesh)
+  return parallel.data_parallel(per_device_step(objective, name, span, plan, state.params), mesh,
+                                donate_state=donate_state)
 
 
 def _any_process(flag: bool) -> bool:
