@@ -180,7 +180,7 @@ def test_make_inputs_custom_tsv_word_tokenizer_and_resume(tmp_path):
   assert got.tokenizer.vocab_size == 50  # 6 specials + 44 most frequent
   assert got.counts["train"]["examples"] + got.counts["validation"][
       "examples"] == 120
-  batch = next(pipeline.prefetch_to_devices(got.train, _mesh()))
+  batch = next(pipeline.prefetch_to_devices(got.streams["train"], _mesh()))
   assert batch["context"].shape[0] == config.train.batch_size
   assert batch["context"].shape[1] in tuple(config.data.buckets)
   row = np.asarray(batch["context"][0])
@@ -193,9 +193,9 @@ def test_make_inputs_custom_tsv_word_tokenizer_and_resume(tmp_path):
                   data__validation_percent=20, tokenizer__kind="word",
                   tokenizer__vocab_size=50), workdir)
   assert not is_new and again.tokenizer.fingerprint == got.tokenizer.fingerprint
-  np.testing.assert_array_equal(next(again.train)["context"],
+  np.testing.assert_array_equal(next(again.streams["train"])["context"],
                                 next(inputs.make_inputs(config, workdir)[0]
-                                     .train)["context"])
+                                     .streams["train"])["context"])
 
 
 def test_make_inputs_embedded_corpus_to_device_batches(tmp_path):
@@ -203,7 +203,7 @@ def test_make_inputs_embedded_corpus_to_device_batches(tmp_path):
   got, is_new = inputs.make_inputs(config, str(tmp_path / "run"))
   assert is_new and got.tokenizer.model_type == "word"
   assert got.counts["train"]["examples"] > 1000
-  fetched = pipeline.prefetch_to_devices(got.train, _mesh(), size=2)
+  fetched = pipeline.prefetch_to_devices(got.streams["train"], _mesh(), size=2)
   for _ in range(3):
     batch = next(fetched)
     b, lr = batch["response_out"].shape

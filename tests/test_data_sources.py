@@ -163,7 +163,7 @@ def test_unknown_name_lists_known_names():
 def test_config_object_and_data_dir_resolution(monkeypatch, tmp_path):
   class Config:  # attribute access like ml_collections.ConfigDict
     name = "chatterbot_corpus"
-  assert sources._cfg_get(Config(), "data_dir") is None
+  assert sources.config_value(Config(), "data_dir") is None
   monkeypatch.setenv(sources.DATA_DIR_ENV, str(tmp_path / "env"))
   assert sources.resolve_data_dir(None) == str(tmp_path / "env")
   assert sources.resolve_data_dir(str(tmp_path / "x")) == str(tmp_path / "x")

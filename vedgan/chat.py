@@ -10,15 +10,7 @@ kept as the model was trained: the context of a reply is the last
 ``" <eou> "`` (the run's ``data.eou``), or, for the hierarchical
 collaborative VED, the last ``data.max_turns`` turns encoded one by one.
 
-Commands:
-
-  /context          show the kept context (the last turns, joined as in training)
-  /reset            forget the conversation
-  /mode M           greedy | sample | beam
-  /temperature T    sampling temperature (> 0; used by /mode sample)
-  /emoji E          MojiTalk: the emoji to express (name or index)
-  /help             this list
-  /quit             leave (as do Ctrl-D and Ctrl-C)
+Commands: see :data:`HELP` (``/help`` prints it).
 
 Ctrl-D (end of input) and Ctrl-C print a goodbye line and exit with status 0.
 An unconditional model (latent_gan, lstm_lm) has no dialogue: the chat stops

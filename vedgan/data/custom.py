@@ -43,8 +43,9 @@ import collections
 import hashlib
 import json
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
+from vedgan.data.sources import config_value as _get
 from vedgan.data.textio import clean, read_lines
 from vedgan.errors import ConfigError, DataError
 
@@ -60,15 +61,6 @@ class Records(list):
     super().__init__(items)
     self.counts = dict(counts or {})
     self.label_names = label_names
-
-
-def _get(config: Any, key: str, default: Any = None) -> Any:
-  if isinstance(config, Mapping):
-    return config.get(key, default)
-  try:
-    return getattr(config, key)
-  except (AttributeError, KeyError):
-    return default
 
 
 def _in_validation(key: str, percent: float) -> bool:
@@ -114,6 +106,17 @@ def _keep(key: str, want: Optional[bool], percent: float) -> bool:
   return want is None or _in_validation(key, percent) == want
 
 
+def _numbered_lines(path, counts):
+  """``(line number, line)`` of the decodable, non-blank lines (blank ones are counted)."""
+  for number, line in enumerate(read_lines(path, counts)):
+    if line is None:
+      continue
+    if not line.strip():
+      counts["empty_lines"] += 1
+      continue
+    yield number, line
+
+
 def _text_lines(path, want, percent, counts):
   out = []
   for line in read_lines(path, counts):
@@ -130,12 +133,7 @@ def _text_lines(path, want, percent, counts):
 
 def _tsv_pairs(path, want, percent, counts, eou):
   out = []
-  for number, line in enumerate(read_lines(path, counts)):
-    if line is None:
-      continue
-    if not line.strip():
-      counts["empty_lines"] += 1
-      continue
+  for number, line in _numbered_lines(path, counts):
     fields = line.split("\t")
     if len(fields) != 2:
       counts["malformed_lines"] += 1
@@ -197,12 +195,7 @@ def _parse_dialogue(line, turns_field, label_field, counts):
 def _jsonl_dialogues(path, want, percent, counts, turns_field, label_field,
                      label_ids):
   out = []
-  for number, line in enumerate(read_lines(path, counts)):
-    if line is None:
-      continue
-    if not line.strip():
-      counts["empty_lines"] += 1
-      continue
+  for number, line in _numbered_lines(path, counts):
     parsed = _parse_dialogue(line, turns_field, label_field, counts)
     if parsed is None:
       continue

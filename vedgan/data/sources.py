@@ -50,8 +50,9 @@ def register_builder(name: str, builder: str | type) -> None:
   BUILDERS[name] = builder
 
 
-def _cfg_get(config: Any, key: str, default: Any = None) -> Any:
-  """Reads ``key`` from a ConfigDict / dataclass / namespace / mapping."""
+def config_value(config: Any, key: str, default: Any = None) -> Any:
+  """Reads ``key`` from a ConfigDict / dataclass / namespace / mapping (``default`` if it
+  has none): the data functions also take plain dicts of the fields they use."""
   if isinstance(config, Mapping):
     return config.get(key, default)
   try:
@@ -152,10 +153,10 @@ def prepare_builder(data_config: Any, verbose: bool = False):
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  full_name = _cfg_get(data_config, "name")
+  full_name = config_value(data_config, "name")
   cls = builder_class(full_name)
   name, config_name = split_name(full_name)
-  data_dir = resolve_data_dir(_cfg_get(data_config, "data_dir"))
+  data_dir = resolve_data_dir(config_value(data_config, "data_dir"))
   kwargs = dict(data_dir=data_dir, file_format=_FILE_FORMAT)
   if config_name:
     known = [c.name for c in (getattr(cls, "BUILDER_CONFIGS", None) or [])]
@@ -166,7 +167,7 @@ def prepare_builder(data_config: Any, verbose: bool = False):
   builder = cls(**kwargs)
   if _is_prepared(builder):
     return builder
-  manual_dir = _cfg_get(data_config, "manual_dir") or None
+  manual_dir = config_value(data_config, "manual_dir") or None
   if manual_dir:
     manual_dir = os.path.abspath(os.path.expanduser(os.fspath(manual_dir)))
     if not os.path.isdir(manual_dir):
@@ -222,7 +223,7 @@ def load_split(data_config: Any, split: str, verbose: bool = False
     vedgan.errors.DataError / ConfigError: one line (missing data says where
       to get it and where to put it).
   """
-  fmt = _cfg_get(data_config, "format", "tfds") or "tfds"
+  fmt = config_value(data_config, "format", "tfds") or "tfds"
   if fmt != "tfds":
     from vedgan.data import custom  # pylint: disable=g-import-not-at-top
     return custom.load_split(data_config, split)

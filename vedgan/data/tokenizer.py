@@ -73,6 +73,26 @@ _SPECIAL_PIECES = {PAD_ID: "<pad>", UNK_ID: "<unk>", BOS_ID: "<s>",
 MODEL_TYPES = ("unigram", "bpe")
 
 
+
+def content_ids(ids, vocab_size: int) -> list[int]:
+  """The ids a text is decoded from: up to the first ``eos_id``, without ``pad_id`` and
+  ``bos_id``.
+
+  Raises:
+    ValueError: for an id outside ``[0, vocab_size)``.
+  """
+  out = []
+  for i in np.asarray(ids).reshape(-1).tolist():
+    i = int(i)
+    if i == EOS_ID:
+      break
+    if i in (PAD_ID, BOS_ID):
+      continue
+    if not 0 <= i < vocab_size:
+      raise ValueError(f"token id {i} outside [0, {vocab_size})")
+    out.append(i)
+  return out
+
 class Tokenizer:
   """A SentencePiece model with the fixed special ids above.
 
@@ -161,16 +181,7 @@ class Tokenizer:
     Raises:
       ValueError: for an id outside ``[0, vocab_size)``.
     """
-    out = []
-    for i in np.asarray(ids).reshape(-1).tolist():
-      i = int(i)
-      if i == EOS_ID:
-        break
-      if i in (PAD_ID, BOS_ID):
-        continue
-      if not 0 <= i < self.vocab_size:
-        raise ValueError(f"token id {i} outside [0, {self.vocab_size})")
-      out.append(i)
+    out = content_ids(ids, self.vocab_size)
     segments, current = [], []
     for i in out:
       if i in self._symbol_ids:
@@ -450,17 +461,7 @@ class WordTokenizer:
     Raises:
       ValueError: for an id outside ``[0, vocab_size)``.
     """
-    out = []
-    for i in np.asarray(ids).reshape(-1).tolist():
-      i = int(i)
-      if i == EOS_ID:
-        break
-      if i in (PAD_ID, BOS_ID):
-        continue
-      if not 0 <= i < self.vocab_size:
-        raise ValueError(f"token id {i} outside [0, {self.vocab_size})")
-      out.append(self._pieces[i])
-    return " ".join(out)
+    return " ".join(self._pieces[i] for i in content_ids(ids, self.vocab_size))
 
   def id_to_piece(self, i) -> str:
     return self._pieces[int(i)]
