@@ -14,7 +14,7 @@ models:
   ``o = tanh(W_c [c; h])``, logits ``[B*T, V]`` as one matmul (tied:
   ``(o P) Emb^T + b``), masked token cross-entropy (sum / token count), global-norm
   clipping and Adam.
-* :class:`LatentGANStep` -- ``vedgan.objectives.latent_gan`` steps ``gen`` and
+* :class:`LatentGANStep` -- ``vedgan.papers.latent_gan`` steps ``gen`` and
   ``disc``: a free-running LSTM generator (``z[B, N_z]`` -> ``(c_0, h_0)``), at each
   of ``T`` steps the word logits ``[B, V]``, the two-temperature Gumbel-softmax of
   Kojima et al. Eq. 2, the blank rule, the straight-through hard one-hot and the

@@ -254,30 +254,31 @@ import numpy as np
 CONTEXT = "i finally finished my exams today"
 with notebook.open_run(WORKDIR) as run:
   obj = run.objective
-  labels = np.arange(min(obj.num_labels, 8), dtype=np.int32)
-  ids = run.inputs.encode_contexts(run.config, [CONTEXT] * len(labels))
-  out, info = obj.generate(run.state, ids, labels, rng=jax.random.key(0), return_info=True)
-  responses = notebook.token_texts(run.inputs.tokenizer, out.tokens)
-  for label, response, p in zip(labels, responses, np.asarray(info["label_prob"])):
-    print(f"[{obj.label_name(int(label))}] {response!r}  (classifier p(label) = {p:.2f})")""",
+  names = obj.label_names()
+  labels = np.arange(min(len(names), 8), dtype=np.int32)
+  batch = obj.prompt_batch(run.inputs, [CONTEXT] * len(labels), label=labels)
+  out = obj.generate(run.state, batch, jax.random.key(0), obj.decode_options())
+  for label, response, p in zip(labels, obj.texts(out), np.asarray(out.info["label_prob"])):
+    print(f"[{names[label]}] {response!r}  (classifier p(label) = {p:.2f})")""",
              "sample"),
         md("""\
 ## Evaluate: base vs CVAE vs Reinforced CVAE
 
-`vedgan.objectives.mojitalk.compare_stages` restores the checkpoint at the end
-of each generator stage, scores each model with the final classifier and
-writes `eval/mojitalk_comparison.json` and the per-label accuracy plot (the
-paper's Fig. 1). Use `SPLIT = "test"` for the paper's table."""),
+The evaluation suite `mojitalk_table2` restores the checkpoint at the end of
+each generator stage, scores each model with the final classifier and writes
+`eval/mojitalk_table2.json`; `mojitalk_classifier` draws the classifier's
+per-label accuracy (the paper's Fig. 1). Use `SPLIT = "test"` for the paper's
+table."""),
         code("""\
 import os
-from vedgan.objectives import mojitalk
+from vedgan import eval_suites
 
-SPLIT = None if VARIANT.startswith("demo") else "test"   # None: the run's validation split
+SPLIT = "validation" if VARIANT.startswith("demo") else "test"
 NUM_EXAMPLES = 16 if SMOKE else 0                         # 0 = the whole split
-report = mojitalk.compare_stages(WORKDIR, num_examples=NUM_EXAMPLES, split=SPLIT)
-notebook.show_markdown(mojitalk.format_comparison(report))
-suffix = f"_{SPLIT}" if SPLIT else ""
-notebook.show_image(os.path.join(WORKDIR, "eval", f"classifier_per_label{suffix}.png"))""",
+out = eval_suites.run_suites(WORKDIR, "mojitalk_table2,mojitalk_classifier", echo=None,
+                             split=SPLIT, num_samples=NUM_EXAMPLES)
+notebook.show_markdown(out["mojitalk_table2"]["table"])
+notebook.show_image(os.path.join(WORKDIR, out["mojitalk_classifier"]["plots"][0]))""",
              "evaluate"),
         md("""\
 ## From the command line
@@ -285,7 +286,8 @@ notebook.show_image(os.path.join(WORKDIR, "eval", f"classifier_per_label{suffix}
 ```bash
 python -m vedgan.main --config configs/mojitalk.py:paper --workdir runs/mojitalk \\
     --config.data.manual_dir=/path/to/folder_with_mojitalk_data
-python -m vedgan.objectives.mojitalk --workdir runs/mojitalk --split test
+python -m vedgan.evaluate --workdir runs/mojitalk --split test \\
+    --suite mojitalk_table2,mojitalk_classifier
 ```"""),
     ])
 
@@ -356,27 +358,28 @@ CONTEXTS = ["i lost my keys again <eou> oh no, where did you see them last?",
             "how was your weekend?", "i am so tired of work"]
 for name, workdir in (("Seq2Seq", MLE_WORKDIR), ("RL Look-ahead", RL_WORKDIR)):
   with notebook.open_run(workdir) as run:
-    ids = run.inputs.encode_contexts(run.config, CONTEXTS)
-    out = run.objective.generate(run.state, ids, rng=jax.random.key(0), mode="greedy")
+    batch = run.objective.prompt_batch(run.inputs, CONTEXTS)
+    out = run.objective.generate(run.state, batch, jax.random.key(0),
+                                 run.objective.decode_options(mode="greedy"))
     print(f"--- {name}")
-    for context, response in zip(CONTEXTS, notebook.token_texts(run.inputs.tokenizer,
-                                                                 out.tokens)):
+    for context, response in zip(CONTEXTS, run.objective.texts(out)):
       print(f"{context!r} -> {response!r}")""", "sample"),
         md("""\
 ## Evaluate: Table 2's automatic columns
 
-`vedgan.objectives.happybot.evaluate_run` decodes the validation contexts
-greedily and reports corpus BLEU-4, distinct-1/2 and the mean predicted
-look-ahead sentiment (how positive the user's next turn is predicted to be)
-and current sentiment of the responses. RL Look-ahead should raise the
-look-ahead score over Seq2Seq."""),
+The evaluation suite `happybot_table2` (`python -m vedgan.evaluate --suite
+happybot_table2`) decodes the validation contexts greedily and reports corpus
+BLEU-4, distinct-1/2 and the mean predicted look-ahead sentiment (how positive
+the user's next turn is predicted to be) and current sentiment of the
+responses; it writes `eval/happybot_table2.json` into each workdir. RL
+Look-ahead should raise the look-ahead score over Seq2Seq."""),
         code("""\
-from vedgan.objectives import happybot
+from vedgan import eval_suites
 
 rows = []
-for name, cfg, workdir in (("Seq2Seq", mle_config, MLE_WORKDIR),
-                           ("RL Look-ahead", rl_config, RL_WORKDIR)):
-  rows.append({"model": name, **happybot.evaluate_run(cfg, workdir)})
+for name, workdir in (("Seq2Seq", MLE_WORKDIR), ("RL Look-ahead", RL_WORKDIR)):
+  record = eval_suites.run_suites(workdir, "happybot_table2", echo=None)["happybot_table2"]
+  rows.append({"model": name, "step": record["step"], **record["values"]})
 columns = ["model", "step", "bleu", "distinct_1", "distinct_2", "reward_lookahead",
            "reward_current", "length"]
 notebook.show_markdown(notebook.markdown_table(rows, columns))
@@ -392,7 +395,7 @@ S=paper
 python -m vedgan.main --config configs/happybot.py:${S}_mle --workdir runs/$S/seq2seq
 cp -r runs/$S/seq2seq runs/$S/lookahead
 python -m vedgan.main --config configs/happybot.py:$S --workdir runs/$S/lookahead
-python -m vedgan.objectives.happybot --config configs/happybot.py:$S --workdir runs/$S/lookahead
+python -m vedgan.evaluate --workdir runs/$S/lookahead --suite happybot_table2,happybot_variance
 ```"""),
     ])
 
@@ -452,38 +455,38 @@ import jax
 CONTEXTS = ["hello <eou> hi, how are you?", "what do you do for fun?",
             "do you like robots? <eou> yes, i am one"]
 with notebook.open_run(WORKDIR) as run:
-  ctx = run.inputs.encode_contexts(run.config, CONTEXTS)
-  d = run.config.decode
-  out = run.objective.generate(run.state, ctx, rng=jax.random.key(0), mode=d.mode,
-                               beam_width=d.beam_width, forbid_unk=d.forbid_unk)
-  for context, response in zip(CONTEXTS, notebook.token_texts(run.inputs.tokenizer,
-                                                               out.tokens)):
+  batch = run.objective.prompt_batch(run.inputs, CONTEXTS)   # each turn encoded on its own
+  out = run.objective.generate(run.state, batch, jax.random.key(0),
+                               run.objective.decode_options())   # config.decode
+  for context, response in zip(CONTEXTS, run.objective.texts(out)):
     print(f"{context!r} -> {response!r}")""", "sample"),
         md("""\
 ## Evaluate: Table 1, Table 2 and Fig. 3
 
-`vedgan.objectives.collaborative_ved.evaluate_run` writes
-`eval/collaborative_ved.json` and `eval/latent_projection.png`. Pass
+`vedgan.eval_suites.run_suites` is `python -m vedgan.evaluate`; the paper's
+suites write `eval/<suite>.json` and `eval/latent_projection.png`. Pass
 `word_vectors=` a word2vec file (as the paper) for the embedding metrics on
 words; by default the model's own embeddings score token ids."""),
         code("""\
-from vedgan.objectives import collaborative_ved
+from vedgan import eval_suites
 
-NUM_CONTEXTS = 16 if SMOKE else 0          # 0 = the whole validation split
-res = collaborative_ved.evaluate_run(WORKDIR, num_contexts=NUM_CONTEXTS)
-t1 = res["table1"]
+NUM_CONTEXTS = 16 if SMOKE else 0          # Table 2 / Fig. 3 contexts; 0 = the whole split
+SUITES = ["collaborative_ved_table1", "collaborative_ved_table2", "collaborative_ved_fig3"]
+res = eval_suites.run_suites(WORKDIR, SUITES, num_samples=NUM_CONTEXTS)
+t1, t2 = res[SUITES[0]]["values"], res[SUITES[1]]["values"]
 notebook.show_markdown(
     notebook.markdown_table([{"row": ROW, **t1}], ["row", "perplexity", "kl", "nll_bound"])
-    + "\\n\\n" + notebook.markdown_table([{"row": ROW, **res["table2"]}],
+    + "\\n\\n" + notebook.markdown_table([{"row": ROW, **t2}],
                                          ["row", "average", "greedy", "extrema"]))
-if "plot" in res:
-  notebook.show_image(res["plot"]["path"])""", "evaluate"),
+for path in res[SUITES[2]]["plots"]:
+  notebook.show_image(f"{WORKDIR}/{path}")""", "evaluate"),
         md("""\
 ## From the command line
 
 ```bash
 python -m vedgan.main --config configs/collaborative_ved.py:co_ss --workdir runs/cved_co_ss
-python -m vedgan.objectives.collaborative_ved --workdir runs/cved_co_ss
+python -m vedgan.evaluate --workdir runs/cved_co_ss \\
+    --suite collaborative_ved_table1,collaborative_ved_table2,collaborative_ved_fig3
 ```"""),
     ])
 
@@ -544,34 +547,39 @@ notebook.show_image(f"{GAN_WORKDIR}/plots/training_curves.png")""", "train"),
 Sentences from random latent codes: greedy (τ2 = 0, a different sentence per
 `z`) and sampled at τ2 = 1."""),
         code("""\
+import jax
+from vedgan.decode import DecodeOptions
+
 with notebook.open_run(GAN_WORKDIR) as run:
-  sample = run.objective.sampler(run.state)
-  for temperature in (0.0, 1.0):
-    print(f"--- tau_2 = {temperature}")
-    for words in sample(temperature, 6, 0):
-      print(" ".join(words))""", "sample"),
+  for mode in ("greedy", "sample"):      # tau_2 = 0, then tau_2 = 1
+    print(f"--- {mode}")
+    out = run.objective.generate(run.state, None, jax.random.key(0),
+                                 DecodeOptions(mode=mode, temperature=1.0, num_samples=6))
+    for text in run.objective.texts(out):
+      print(text)""", "sample"),
         md("""\
 ## Evaluate: Fig. 3
 
-`vedgan.objectives.latent_gan_sweep.run_sweep` restores each run, generates
-`sweep.num_samples` sentences at every τ2 (the same latent codes at every
-temperature) and scores Texygen BLEU against the reference split and
-Self-BLEU; it writes `fig3.json`, `fig3.png` and `fig3_samples.md` (Table 2)."""),
+The suites `latent_gan_fig3` and `latent_gan_table2` of `python -m vedgan.evaluate`
+restore each run read-only, generate `sweep.num_samples` sentences at every τ2
+(the same latent codes at every temperature) and score Texygen BLEU against the
+reference split and Self-BLEU; they write `eval/latent_gan_fig3.json`,
+`eval/latent_gan_fig3.png` and `eval/latent_gan_table2.md` (Table 2) in the GAN's
+workdir."""),
         code("""\
-import os
-from vedgan.objectives import latent_gan_sweep
+from vedgan import eval_suites
 
-OUT = os.path.join(os.path.dirname(GAN_WORKDIR), "latent_gan_sweeps")
 TEMPERATURES = None                        # None: config.sweep (0.0, 0.1, ..., 1.0)
-result = latent_gan_sweep.run_sweep([GAN_WORKDIR, MLE_WORKDIR],
-                                    [f"ours (lambda={RECON_WEIGHT:g})", "MLE"], OUT,
-                                    name="fig3", temperatures=TEMPERATURES)
-n = str(result["plot_order"])
+extra = {} if TEMPERATURES is None else {"temperatures": TEMPERATURES}
+out = eval_suites.run_suites(GAN_WORKDIR, "latent_gan_fig3,latent_gan_table2", echo=None,
+                             compare_workdirs=(MLE_WORKDIR,), **extra)
+fig3 = out["latent_gan_fig3"]
+n = str(fig3["plot_order"])
 rows = [{"model": s["name"], "tau_2": p["temperature"], f"-BLEU-{n}": p["negative_bleu"][n],
-         f"Self-BLEU-{n}": p["self_bleu"][n]} for s in result["sweeps"] for p in s["points"]]
+         f"Self-BLEU-{n}": p["self_bleu"][n]} for s in fig3["sweeps"] for p in s["points"]]
 notebook.show_markdown(notebook.markdown_table(rows, list(rows[0])))
-notebook.show_image(result["png"])
-with open(os.path.join(OUT, "fig3_samples.md"), encoding="utf-8") as f:
+notebook.show_image(f"{GAN_WORKDIR}/eval/latent_gan_fig3.png")
+with open(f"{GAN_WORKDIR}/eval/latent_gan_table2.md", encoding="utf-8") as f:
   notebook.show_markdown(f.read())""", "evaluate"),
         md("""\
 ## From the command line
@@ -579,8 +587,8 @@ with open(os.path.join(OUT, "fig3_samples.md"), encoding="utf-8") as f:
 ```bash
 python -m vedgan.main --config configs/latent_gan.py:paper     --workdir runs/lgan_l1
 python -m vedgan.main --config configs/latent_gan.py:mle_paper --workdir runs/lgan_mle
-python -m vedgan.objectives.latent_gan_sweep --workdirs runs/lgan_l1 runs/lgan_mle \\
-    --labels "ours" "MLE" --out results --name fig3
+python -m vedgan.evaluate --workdir runs/lgan_l1 --compare_workdirs runs/lgan_mle \\
+    --suite latent_gan_fig3,latent_gan_table2
 ```"""),
     ])
 
@@ -592,11 +600,11 @@ TOPK_GAN = notebook(
     "topk_gan", "Top-k softmax dialogue GAN (López Zorrilla et al.)",
     """\
 The generator's output distribution is made differentiable by the top-k
-softmax word-vector approximation `ũ_t` (Eq. 5), so the discriminator's score
+softmax word-vector approximation `ũ_t` (Eq. 8–9), so the discriminator's score
 back-propagates into a seq2seq generator. Algorithm 1 (MLE pre-training, a
 replay corpus of generated responses, discriminator pre-training, then global
 iterations of adversarial / discriminator / MLE blocks) is data in the config.
-`topk_gan_report.reproduce` trains the run through the driver and pauses at the
+The evaluation suites `topk_gan_*` (`python -m vedgan.evaluate`) look at the
 generators A–D of Section 5: their responses to the inputs of Table 1 and, for
 A and D, the nearest-neighbour check of Fig. 3 (how often the emitted word's
 vector is the nearest to `ũ_t`). See `docs/topk_gan.md`.""",
@@ -628,51 +636,52 @@ baseline_config = notebook.load_config("topk_gan", f"mle_{SETTING}",
 print(train.dry_run(config, WORKDIR))""", "config"),
         md(TRAIN_MD + """
 
-Here the GAN is trained by `topk_gan_report.reproduce`, which drives the same
-`Trainer` (same checkpoints and logs as `python -m vedgan.main`) and records
-Section 5 at the steps of models A–D, then trains the MLE baseline with
-`vedgan.train.run`."""),
+The GAN, then its MLE baseline (`python -m vedgan.main` with `mle_*`)."""),
         code("""\
-from vedgan.objectives import topk_gan_report
-
-report = topk_gan_report.reproduce(config, WORKDIR, baseline_config, BASELINE_WORKDIR)
+print(train.run(config, WORKDIR))
+print(train.run(baseline_config, BASELINE_WORKDIR))
 notebook.show_image(f"{WORKDIR}/plots/training_curves.png")""", "train"),
         md("""\
 ## Sample
 
 Greedy responses (Eq. 3) of the final generator D to your own inputs."""),
         code("""\
+import jax
+
 INPUTS = ["hi!", "where are you going?", "i love you.", "what time is it?"]
 with notebook.open_run(WORKDIR) as run:
-  ids = run.inputs.encode_contexts(run.config, INPUTS)
-  out = run.objective.generate(run.state, ids)
-  for text, response in zip(INPUTS, notebook.token_texts(run.inputs.tokenizer, out.tokens)):
+  batch = run.objective.prompt_batch(run.inputs, INPUTS)
+  out = run.objective.generate(run.state, batch, jax.random.key(0),
+                               run.objective.decode_options(mode="greedy"))
+  for text, response in zip(INPUTS, run.objective.texts(out)):
     print(f"{text!r} -> {response!r}")""", "sample"),
         md("""\
 ## Evaluate: Table 1 and Fig. 3
 
-Responses of A (pretrained), B (after an MLE block), C (after the following
-adversarial block) and D (final) to the inputs of Table 1, diversity of A, D
-and the MLE baseline, and the nearest-neighbour check for k = 2…10."""),
+`vedgan.eval_suites.run_suites` is `python -m vedgan.evaluate`. Responses of A
+(pretrained), B (after an MLE block), C (after the following adversarial block)
+and D (final) to the inputs of Table 1, diversity of A, D and the MLE baseline
+(`compare_workdirs`), and the nearest-neighbour check for k = 2…10. Models whose
+checkpoint was not kept are rebuilt in memory from the latest kept one."""),
         code("""\
-models = report["models"]
-table = [{"input": text, **{m: models[m]["table"][i] for m in models}}
-         for i, text in enumerate(report["table_inputs"])]
-notebook.show_markdown(notebook.markdown_table(table, ["input", *models]))
-div = [{"model": m, **models[m]["diversity"]} for m in ("A", "D")]
-if "baseline" in report:
-  div.append({"model": "MLE baseline", **report["baseline"]["diversity"]})
+from vedgan import eval_suites
+
+out = eval_suites.run_suites(WORKDIR, "topk_gan_table1,topk_gan_fig3,topk_gan_diversity",
+                             compare_workdirs=(BASELINE_WORKDIR,))
+notebook.show_markdown(out["topk_gan_table1"]["markdown"])
+div = [{"model": m, **r} for m, r in out["topk_gan_diversity"]["models"].items()]
 notebook.show_markdown(notebook.markdown_table(
-    div, ["model", "distinct_1", "distinct_2", "mean_length", "distinct_responses"]))
-for m in ("A", "D"):
-  notebook.show_image(f"{WORKDIR}/plots/topk_check_{m}.png", width=480)""", "evaluate"),
+    div, ["model", "step", "distinct_1", "distinct_2", "mean_length", "distinct_responses"]))
+for plot in out["topk_gan_fig3"]["plots"]:
+  notebook.show_image(f"{WORKDIR}/{plot}", width=480)""", "evaluate"),
         md("""\
 ## From the command line
 
 ```bash
-python -m vedgan.objectives.topk_gan_report --config configs/topk_gan.py:paper \\
-    --workdir runs/topk --baseline_config configs/topk_gan.py:mle_paper \\
-    --baseline_workdir runs/topk-mle
+python -m vedgan.main --config configs/topk_gan.py:paper --workdir runs/topk
+python -m vedgan.main --config configs/topk_gan.py:mle_paper --workdir runs/topk-mle
+python -m vedgan.evaluate --workdir runs/topk --compare_workdirs runs/topk-mle \\
+    --suite topk_gan_fig3,topk_gan_table1,topk_gan_diversity
 ```"""),
     ])
 

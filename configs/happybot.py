@@ -1,6 +1,6 @@
 """HappyBot (Shin et al. 2019): look-ahead sentiment rewards, REINFORCE with a learned baseline.
 
-Stages (one config, each resumable; see vedgan/objectives/happybot.py):
+Stages (one config, each resumable; see vedgan/papers/happybot/algorithm.py):
   classifier  sentiment classifier on labelled sentences             (Sec. 3.1)
   predictor   look-ahead predictor [u_i; s_i] -> sentiment of u_{i+1}, labelled on the
               fly by the frozen classifier (the paper's "labelling" pass)  (Sec. 2.2, 3.1)

@@ -92,7 +92,8 @@ def get_config(variant: str = "paper"):
   c.train.log_every = 100
   c.train.num_samples = 8                 # greedy sentences logged per evaluation
 
-  # Quality-diversity sweep (python -m vedgan.objectives.latent_gan_sweep).
+  # Quality-diversity sweep: python -m vedgan.evaluate --suite latent_gan_fig3 (fig4, table2);
+  # --num_samples / --temperatures override these.
   c.sweep = configlib.ml_collections.ConfigDict()
   c.sweep.num_samples = 10_000            # per temperature (Sec. 4.2)
   c.sweep.temperatures = tuple(round(0.1 * i, 1) for i in range(11))  # tau_2 = 0.0 .. 1.0

@@ -1,6 +1,6 @@
 """MojiTalk (Zhou & Wang, ACL 2018): emoji-conditioned CVAE, emoji classifier, Reinforced CVAE.
 
-Stages (one config, each resumable; see vedgan/objectives/mojitalk.py):
+Stages (one config, each resumable; see vedgan/papers/mojitalk/algorithm.py):
   base        seq2seq + scaled Luong attention, conditioned on the emoji    (paper Sec. 4)
   cvae        CVAE with the bag-of-words loss, L' of supplement Eq. 2, initialised
               from the converged base model, KL annealed to 0.5 by the end of epoch 6
@@ -21,7 +21,7 @@ Variants (``--config configs/mojitalk.py:VARIANT``):
 
 The demo's labels are NOT emoji: the chatterbot corpus has none, so each response gets
 one of 8 classes from the mean VADER-lexicon valence of its words (data.labels =
-"lexicon"; vedgan/objectives/mojitalk.py, LEXICON_LABEL_NAMES). docs/mojitalk.md.
+"lexicon"; vedgan/papers/mojitalk/data.py, LEXICON_LABEL_NAMES). docs/mojitalk.md.
 """
 import ml_collections
 

@@ -15,9 +15,11 @@ Variants (``--config configs/topk_gan.py:VARIANT``):
 
 Algorithm 1 is data: ``stage_order = (mle_pretrain, fill, d_pretrain,
 adversarial)`` with the step functions ``gmle``, ``refill``, ``dstep`` and
-``gadv`` of :mod:`vedgan.objectives.topk_gan`. One global iteration is one
+``gadv`` of :mod:`vedgan.papers.topk_gan.algorithm`. One global iteration is one
 pass of ``stages.adversarial.step``; ``lr_decay_every`` is its length, so the
-learning rate decays by ``lr_decay`` once per global iteration.
+learning rate decays by ``lr_decay`` once per global iteration, and a stage's
+``<step>_lr_scale`` multiplies the rate of that step function (declared in every
+stage that runs it).
 """
 from vedgan import configlib
 
@@ -77,13 +79,18 @@ def _paper(c):
   c.train.eval_every = 5_000
   c.train.eval_batches = 20
   c.train.checkpoint_every = 5_000
+  c.train.max_checkpoints = 10      # keeps model A (end of D pretraining) for the Section 5
+                                    # suites (vedgan.papers.topk_gan.report)
 
   step, length = _cycle(gadv=35, refill=20, dstep=40, gmle=50)  # 20 x 256 = 5,120 ~ 5,000 responses
-  c.stages.mle_pretrain = configlib.stage("gmle", num_steps=50_000, learning_rate=1e-3)
+  c.stages.mle_pretrain = configlib.stage("gmle", num_steps=50_000, learning_rate=1e-3,
+                                         gmle_lr_scale=1.0)
   c.stages.fill = configlib.stage("refill", num_steps=489, learning_rate=0.0)  # 489 x 256 ~ 125k
-  c.stages.d_pretrain = configlib.stage("dstep", num_steps=1_000, learning_rate=1e-3)
+  c.stages.d_pretrain = configlib.stage("dstep", num_steps=1_000, learning_rate=1e-3,
+                                        dstep_lr_scale=1.0)
   adv = configlib.stage(step, num_steps=200 * length,  # 200 global iterations (Sec. 4)
-                        learning_rate=1e-3, gadv_lr_scale=0.1)  # G vs D: "ten times smaller"
+                        learning_rate=1e-3, gmle_lr_scale=1.0, dstep_lr_scale=1.0,
+                        gadv_lr_scale=0.1)  # G vs D: "ten times smaller"
   adv.lr_decay = 0.995              # decaying factor of 0.995 ...
   adv.lr_decay_every = length       # ... per global iteration
   c.stages.adversarial = adv

@@ -1,6 +1,9 @@
-"""Collaborative VED: phase parameter freezing, max(alpha, KL), scheduled sampling, free bits,
-configs, and one end-to-end comparison on the embedded demo corpus."""
+"""Collaborative VED: phase parameter freezing, each network's own gradient in the joint step,
+max(alpha, KL), scheduled sampling, free bits, configs, prompts, the report suites, and one
+end-to-end comparison on the embedded demo corpus."""
+import logging
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -8,9 +11,12 @@ import numpy as np
 import pytest
 from conftest import make_config
 
-from vedgan import configlib
+from vedgan import configlib, eval_suites, train
 from vedgan.data.tokenizer import train_word_vocab
-from vedgan.objectives import collaborative_ved as cved
+from vedgan.papers.collaborative_ved import algorithm as cved
+from vedgan.papers.collaborative_ved import data
+from vedgan.plan import Plan, StageSpan
+from vedgan.steps import StepContext
 
 PATH = "configs/collaborative_ved.py"
 TINY = dict(model__embed_dim=8, model__utterance_hidden=8, model__context_hidden=12,
@@ -46,16 +52,23 @@ def _objective(row, **overrides):
 
 
 def _step(obj, cfg, name, state, batch):
-  from vedgan import parallel, train  # pylint: disable=import-outside-toplevel
-  span = train.plan_stages(cfg)[0]
-  fn = parallel.data_parallel(obj.step_builders[name](span.config, span.start),
-                              parallel.make_mesh(), donate_state=False)
-  mesh = parallel.make_mesh()
-  return fn(state, parallel.shard_batch(batch, mesh))
+  """One driver step of ``name`` (on a copy: the jitted step donates its input state)."""
+  fn = train.step_function(obj, name, cfg, state)
+  return fn(jax.tree.map(jnp.copy, state), batch)
 
 
-def _leaves_by_module(tree):
-  return {k: jax.tree.leaves(v) for k, v in tree.items()}
+class _FixedKeyContext(StepContext):
+  """A step context outside ``shard_map`` (no device axis): ``rng`` is a fixed key."""
+
+  @property
+  def rng(self):
+    return jax.random.key(11)
+
+
+def _context(cfg, obj, step, name, state=None):
+  plan = Plan.from_config(cfg)
+  state = state if state is not None else types.SimpleNamespace(step=jnp.int32(step))
+  return _FixedKeyContext(state, plan.span_at(step), plan, name)
 
 
 def _identical(a, b):
@@ -72,6 +85,17 @@ def _all_modules_changed(before, after, skip=()):
                         for x, y in zip(jax.tree.leaves(before[name]),
                                         jax.tree.leaves(after[name])))
   return changed
+
+
+def test_steps_are_specs_of_the_paper():
+  _, obj, _, _ = _objective("co")
+  specs = obj.steps()
+  assert set(specs) == set(cved.CollaborativeVED.STEPS)
+  assert specs["ae"].trains == ("seq",) and specs["cvae"].trains == ("latent",)
+  assert specs["joint"].trains == ("seq", "latent")
+  assert all(s.stream == "train" for s in specs.values())
+  assert _objective("hred")[1].steps()["joint"].trains == ("seq",)
+  assert _objective("kla")[1].steps()["joint"].trains == ("seq", "latent")
 
 
 def test_cvae_phase_updates_only_the_latent_networks():
@@ -108,6 +132,48 @@ def test_joint_steps_update_both_subtrees():
       "prior": True, "posterior": True, "generator": False}  # VHRED has no generator g
 
 
+def test_joint_co_step_gives_each_network_its_own_phase_gradient():
+  """One loss ``L_ae(seq, sg(latent)) + L_cvae(sg(seq), latent)``: "seq" gets the gradient of
+  the AE loss (Eq. 9) alone, "latent" that of the CVAE loss (Eq. 8) alone, as the
+  pre-refactor step computed them (one ``jax.grad`` per phase, w.r.t. its own subtree)."""
+  cfg, obj, state, batch = _objective("co_ss_joint", ved__ss_k=4.0)
+  batch = jax.tree.map(jnp.asarray, batch)
+  ctx = _context(cfg, obj, 2, "joint", state=types.SimpleNamespace(step=jnp.int32(2)))
+  p = obj.keep_rate(ctx)
+  assert float(p) == pytest.approx(0.5)  # 2 joint steps done, k = 4: some coins real
+  params = state.params
+  n = batch["weight"].sum()
+
+  def old_phase_grad(name, loss_key):  # the pre-refactor per-phase gradient
+    def loss(sub):
+      terms = obj.co_terms(dict(params, **{name: sub}), batch, ctx.rng, True, p)
+      return (terms[loss_key] * batch["weight"]).sum() / n
+    return jax.grad(loss)(params[name])
+
+  joint = jax.grad(lambda prm: obj.co_joint_loss(prm, batch, ctx)[0].total / n)(params)
+  for name, loss_key in (("seq", "ae_loss"), ("latent", "cvae_loss")):
+    old = old_phase_grad(name, loss_key)
+    for a, b in zip(jax.tree.leaves(joint[name]), jax.tree.leaves(old)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+  # The loss spec of each phase step gives the same gradients to its own network.
+  ae = jax.grad(lambda s: obj.ae_loss(dict(params, seq=s), batch, ctx)[0].total / n)(
+      params["seq"])
+  cvae = jax.grad(lambda s: obj.cvae_loss(dict(params, latent=s), batch, ctx)[0].total / n)(
+      params["latent"])
+  assert _identical(ae, old_phase_grad("seq", "ae_loss"))
+  assert _identical(cvae, old_phase_grad("latent", "cvae_loss"))
+  # ... and the joint step is the two phase steps applied together.
+  both, _ = _step(obj, cfg, "joint", state, batch)
+  ae_state, _ = train.step_function(obj, "ae", cfg, state, stage="train")(
+      jax.tree.map(jnp.copy, state), batch)
+  cvae_state, _ = train.step_function(obj, "cvae", cfg, state, stage="train")(
+      jax.tree.map(jnp.copy, state), batch)
+  for got, want in ((both.params["seq"], ae_state.params["seq"]),
+                    (both.params["latent"], cvae_state.params["latent"])):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
 def test_max_alpha_kl_has_zero_gradient_below_alpha():
   key = jax.random.key(3)
 
@@ -132,16 +198,20 @@ def test_max_alpha_kl_has_zero_gradient_below_alpha():
 
 
 def test_scheduled_sampling_keep_rate_counts_ae_steps_only():
-  cycle = configlib.parse_cycle("ae*10,cvae*10")
-  done = [int(cved.phase_steps_before(s, 5, cycle, "ae")) for s in (5, 10, 15, 25, 30, 45)]
+  span = StageSpan("co", None, 5, 10**6, (("ae", 10), ("cvae", 10)))
+  done = [int(span.phase_steps_before(s, "ae")) for s in (5, 10, 15, 25, 30, 45)]
   assert done == [0, 5, 10, 10, 15, 20]
   cfg, obj, _, _ = _objective("co_ss", ved__ss_k=20.0, ved__steps_per_epoch=10)
-  stage = cfg.stages.co
-  assert stage.step == "ae*10,cvae*10"  # the cycle follows ved.steps_per_epoch
-  p = obj.keep_rate_fn(stage, 0)
-  rates = [float(p(s)) for s in (0, 5, 10, 19, 20, 25, 30, 100)]
+  assert cfg.stages.co.step == "ae*10,cvae*10"  # the cycle follows ved.steps_per_epoch
+  rates = [float(obj.keep_rate(_context(cfg, obj, s, "ae"))) for s in
+           (0, 5, 10, 19, 20, 25, 30, 100)]
   # p = max(1 - i/k, 0) with i the AE steps done: constant through a CVAE epoch
   np.testing.assert_allclose(rates, [1.0, 0.75, 0.5, 0.5, 0.5, 0.25, 0.0, 0.0], atol=1e-6)
+  # The CVAE step reports the same rate (it counts AE steps too).
+  assert float(obj.keep_rate(_context(cfg, obj, 15, "cvae"))) == pytest.approx(0.5)
+  # Without an AE phase (CO+SS joint) i counts the joint steps.
+  cfg, obj, _, _ = _objective("co_ss_joint", ved__ss_k=20.0)
+  assert float(obj.keep_rate(_context(cfg, obj, 5, "joint"))) == pytest.approx(0.75)
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.8, 1.0])
@@ -201,16 +271,83 @@ def test_every_table1_row_is_a_config():
     c.get_config("nope")
 
 
+def test_ae_cvae_phases_need_the_collaborative_model():
+  cfg = make_config(PATH, "kla,demo", **TINY, stages__train__step="ae*2,cvae*2")
+  with pytest.raises(configlib.ConfigError, match="only model.latent='co' has"):
+    cved.CollaborativeVED(cfg, _tokenizer())
+
+
+def test_bind_inputs_warns_when_a_phase_is_not_one_epoch(caplog):
+  cfg = make_config(PATH, "co_ss,demo", **TINY, ved__steps_per_epoch=10)
+  obj = cved.CollaborativeVED(cfg, _tokenizer())
+  inputs = types.SimpleNamespace(streams={"train": types.SimpleNamespace(num_batches_per_epoch=7)})
+  with caplog.at_level(logging.WARNING):
+    obj.bind_inputs(inputs)
+  assert obj.steps_per_epoch == 7
+  assert "stage co alternates ae*10" in caplog.text
+  assert "set --config.ved.steps_per_epoch=7" in caplog.text
+
+
 def test_slices_keep_at_most_slice_words():
   ex = [(["a b c", "d e f g", "h i"], "j k l")]
-  assert cved.slice_examples(ex, 9) == [(["d e f g", "h i"], "j k l")]
-  assert cved.slice_examples(ex, 3) == [(["h i"], "j k l")]  # at least one turn
-  assert cved.slice_examples(ex, 0) == ex
+  assert data.slice_examples(ex, 9) == [(["d e f g", "h i"], "j k l")]
+  assert data.slice_examples(ex, 3) == [(["h i"], "j k l")]  # at least one turn
+  assert data.slice_examples(ex, 0) == ex
+
+
+def test_prompts_are_split_into_turns_and_encoded_turn_by_turn():
+  cfg, obj, _, _ = _objective("co", data__max_turns=2, data__max_turn_len=3)
+  tok = obj.tokenizer
+  inputs = types.SimpleNamespace(tokenizer=tok)
+  batch = obj.prompt_batch(inputs, ["hello there <eou> how are you today <eou> i am fine",
+                                    "  what is your name  ", "<eou>"])
+  assert obj.HIERARCHICAL and obj.prompt_turns() == 2
+  assert batch["turns"].shape == (3, 2, 3) and batch["num_turns"].tolist() == [2, 1, 1]
+  # The last max_turns turns, each its first max_turn_len tokens, oldest first.
+  assert batch["turns"][0, 0].tolist() == tok.encode("how are you")
+  assert batch["turns"][0, 1].tolist() == tok.encode("i am fine")
+  assert batch["turns"][1, 0].tolist() == tok.encode("what is your")
+  assert batch["turns"][2, 0].tolist() == [tok.unk_id, 0, 0]  # no turn: one <unk>
+
+
+def test_report_suites_on_a_tiny_run(tmp_path):
+  """Table 1, Table 2 and Fig. 3 through ``vedgan.evaluate``'s suites on a 4-step CO+SS run."""
+  workdir = str(tmp_path / "run")
+  cfg = make_config(PATH, "co_ss,demo", **TINY, train__progress=False, train__num_samples=0,
+                    train__eval_batches=1, train__eval_plots=True, ved__steps_per_epoch=2,
+                    stages__co__num_steps=4)
+  assert train.run(cfg, workdir)["step"] == 4
+  # The stage end drew KL and Var[E_q z] per latent dimension.
+  assert (tmp_path / "run" / "plots" / "latent_kl_per_dim.png").stat().st_size > 1000
+  names = ["collaborative_ved_table1", "collaborative_ved_table2", "collaborative_ved_fig3"]
+  lines = []
+  out = eval_suites.run_suites(workdir, names, echo=lines.append, num_samples=6, batch_size=4,
+                               decode_mode="greedy")
+  t1 = out["collaborative_ved_table1"]["values"]
+  assert t1["perplexity"] > 1 and t1["nll_bound"] > t1["kl"] >= 0
+  assert t1["examples"] == 99 and 0 <= t1["active_units"] <= 6
+  t2 = out["collaborative_ved_table2"]
+  assert {"average", "greedy", "extrema"} <= set(t2["values"])
+  assert all(-1.0 <= t2["values"][k] <= 1.0 for k in ("average", "greedy", "extrema"))
+  assert t2["generation"]["mode"] == "greedy" and t2["generation"]["num_contexts"] == 6
+  fig = out["collaborative_ved_fig3"]
+  assert fig["plots"] == ["eval/latent_projection.png"]
+  assert fig["values"]["num_prior"] == fig["values"]["num_posterior"] >= 100 - 9
+  assert (tmp_path / "run" / "eval" / "latent_projection.png").stat().st_size > 1000
+  assert len(lines) == 3 and lines[0].startswith("collaborative_ved_table1 [validation, step 4]")
+  # --plot_context picks one example: its context and its one response.
+  one = eval_suites.run_suites(workdir, ["collaborative_ved_fig3"], echo=None, num_samples=6,
+                               plot_context=2)["collaborative_ved_fig3"]
+  examples = data.load_examples(cfg, "validation")[:6]
+  assert one["context"] == examples[2][0] and one["responses"] == [examples[2][1]]
+  assert one["values"]["num_prior"] == 100
+  with pytest.raises(configlib.ConfigError, match="--plot_context 6 is past"):
+    eval_suites.run_suites(workdir, ["collaborative_ved_fig3"], echo=None, num_samples=6,
+                           plot_context=6)
 
 
 def test_demo_kla_collapses_while_bow_and_co_keep_kl_positive(tmp_path):
   """Same seed and 200-step budget on the embedded corpus (numbers in docs/collaborative_ved.md)."""
-  from vedgan import train  # pylint: disable=import-outside-toplevel
   results = {}
   for row in ("kla", "kla_bow", "co_ss"):
     stage = "co" if row == "co_ss" else "train"

@@ -57,7 +57,8 @@ def _error_lines(proc):
 def test_run_suites_writes_every_suite_with_settings(run_dir):
   before = _snapshot(run_dir)
   lines = []
-  out = eval_suites.run_suites(run_dir, eval_suites.known_suites(), echo=lines.append,
+  generic = [s for s in eval_suites.known_suites() if "_" not in s]  # not the papers' suites
+  out = eval_suites.run_suites(run_dir, generic, echo=lines.append,
                                num_samples=NUM_SAMPLES, temperatures=(0.0, 0.5, 1.0))
   eval_dir = run_dir / "eval"
   assert set(out) == {"likelihood", "bleu", "diversity", "embedding", "sweep"}

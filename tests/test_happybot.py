@@ -10,11 +10,14 @@ import optax
 import pytest
 from conftest import make_config
 
-from vedgan import parallel, rewards, train
+from vedgan import eval_suites, parallel, rewards, train
 from vedgan.data.lexicon import Lexicon, parse_lexicon
 from vedgan.errors import ConfigError, DataError
-from vedgan.objectives import happybot
-from vedgan.objectives.happybot import HappyBotObjective
+from vedgan.papers.happybot import algorithm as happybot
+from vedgan.papers.happybot import data as happybot_data
+from vedgan.papers.happybot import report
+from vedgan.papers.happybot.algorithm import HappyBotObjective
+from vedgan.plan import Plan
 
 V = 40
 EOS, EOU = 3, 4
@@ -129,7 +132,7 @@ def test_rl_losses_terms_match_the_equations_on_the_model(tiny):
   reward = jnp.array([0.9, 0.1, 0.5, 0.7])
   norms = {"rows": 4.0, "tokens": float((batch["response_out"] != 0).sum())}
   trainable = {"policy": state.params["policy"], "baseline": state.params["baseline"]}
-  mle_key = jax.random.key(5)
+  mle_key = jax.random.key(5)   # rl_losses reads params["policy"] and params["baseline"]
 
   @jax.jit
   def both(trainable, batch, rollout, reward):
@@ -226,9 +229,12 @@ def test_rl_step_applies_exactly_one_update_per_network():
   stage = config.stages.rl
   mesh = parallel.make_mesh(jax.devices()[:1])
   batch = parallel.shard_batch(_batch(2), mesh)
-  state = state.replace(step=jnp.asarray(7, jnp.int32))
+  state = state.replace(step=jnp.asarray(Plan.from_config(config).first_step("rl") + 2,
+                                         jnp.int32))
   before = jax.device_get(state)
-  step = parallel.data_parallel(obj.build_rl_step(stage, 5), mesh, donate_state=False)
+  key = state.step_key()
+  assert obj.steps()["rl"].networks(stage) == ("policy", "baseline")
+  step = train.step_function(obj, "rl", config, state, mesh=mesh)   # the driver's step
   after, metrics = step(state, batch)
 
   # Reproduce the step by hand: same keys, same rollout, one gradient per network,
@@ -246,10 +252,11 @@ def test_rl_step_applies_exactly_one_update_per_network():
         params["baseline"])
     return g_policy, g_base
 
-  g_policy, g_base = by_hand(before.params, batch, state.step_key())
+  g_policy, g_base = by_hand(before.params, batch, key)
 
   def one_update(grads, name, lr):
-    updates, _ = obj.tx.update(grads, before.opt_state[name], before.params[name])
+    tx = obj.optimizer(name)
+    updates, _ = tx.update(grads, before.opt_state[name], before.params[name])
     return jax.tree.map(lambda p, u: p - lr * u, before.params[name], updates)
 
   close = lambda a, b: all(np.allclose(x, y, rtol=1e-4, atol=1e-7)
@@ -270,8 +277,19 @@ def test_rl_step_applies_exactly_one_update_per_network():
     assert counts(name) == [0]
     for a, b in zip(jax.tree.leaves(after.params[name]), jax.tree.leaves(before.params[name])):
       np.testing.assert_array_equal(a, b)
-  assert int(after.step) == 8
+  assert int(after.step) == int(before.step) + 1
   assert np.isfinite(float(metrics["loss"])) and 0.0 <= float(metrics["reward"]) <= 1.0
+  np.testing.assert_allclose(metrics["loss"], metrics["mixed"])    # the logged loss is Eq. 10
+
+
+def test_rl_step_without_baseline_trains_only_the_policy():
+  obj, config, _ = _objective()
+  no_baseline = ml_collections.ConfigDict(config.stages.rl.to_dict())
+  no_baseline.baseline = "none"
+  assert obj.steps()["rl"].networks(no_baseline) == ("policy",)
+  no_baseline.baseline = "sometimes"
+  with pytest.raises(ConfigError, match="must be 'learned' or 'none'"):
+    obj.steps()["rl"].networks(no_baseline)
 
 
 def test_predictor_step_trains_only_the_predictor_on_frozen_classifier_labels(tiny):
@@ -279,8 +297,8 @@ def test_predictor_step_trains_only_the_predictor_on_frozen_classifier_labels(ti
   mesh = parallel.make_mesh(jax.devices()[:1])
   batch = parallel.shard_batch(_batch(4), mesh)
   before = jax.device_get(state)
-  step = parallel.data_parallel(obj.build_predictor_step(config.stages.predictor, 0), mesh,
-                                donate_state=False)
+  state = jax.tree.map(jnp.copy, state)     # the step donates its state; the fixture stays
+  step = train.step_function(obj, "predictor", config, state, mesh=mesh)
   after, metrics = step(state, batch)
   changed = lambda n: any(not np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(after.params[n]), jax.tree.leaves(before.params[n])))
@@ -371,18 +389,18 @@ def test_dialogue_triples_and_sentence_records():
        "response": b"fine"},
       {"dialogue_id": b"e/0", "turn": 1, "history": [b"yo"], "response": b"sup"},
   ]
-  triples = happybot.dialogue_triples(records, 2, "<eou>")
-  assert triples[0] == happybot.Triple("hi", "hello", "hi", "how?")
-  assert triples[1] == happybot.Triple("hi <eou> hello", "how?", "hello", "fine")
+  triples = happybot_data.dialogue_triples(records, 2, "<eou>")
+  assert triples[0] == happybot_data.Triple("hi", "hello", "hi", "how?")
+  assert triples[1] == happybot_data.Triple("hi <eou> hello", "how?", "hello", "fine")
   assert triples[2].next_turn == "" and triples[3].next_turn == ""
-  assert happybot.sentence_example({"sentence": b"great film", "label": 1}) == ("great film", 1)
-  assert happybot.sentence_example({"situation": "I lost my dog", "emotion": "sad"}) == (
+  assert happybot_data.sentence_example({"sentence": b"great film", "label": 1}) == ("great film", 1)
+  assert happybot_data.sentence_example({"situation": "I lost my dog", "emotion": "sad"}) == (
       "I lost my dog", 0)
-  assert happybot.sentence_example({"prompt": "a gift", "context": "grateful"}) == ("a gift", 1)
-  assert happybot.sentence_example({"prompt": "hm", "context": "surprised"}) is None
-  assert happybot.sentence_example({"text": "unlabelled test row", "label": -1}) is None
+  assert happybot_data.sentence_example({"prompt": "a gift", "context": "grateful"}) == ("a gift", 1)
+  assert happybot_data.sentence_example({"prompt": "hm", "context": "surprised"}) is None
+  assert happybot_data.sentence_example({"text": "unlabelled test row", "label": -1}) is None
   from vedgan.data.empathetic_dialogues.empathetic_dialogues import EMOTIONS
-  assert happybot.sentence_example({"prompt": "my dog died", "response": "oh no",
+  assert happybot_data.sentence_example({"prompt": "my dog died", "response": "oh no",
                                     "emotion": np.int64(EMOTIONS.index("devastated"))}) == (
                                         "my dog died", 0)
   # PersonaChat-like records cover one speaker only: the next user turn comes from the
@@ -391,7 +409,7 @@ def test_dialogue_triples_and_sentence_records():
              {"dialogue_id": "p", "turn": 1, "history": ["u1", "s1", "u2"], "response": "s2"},
              {"dialogue_id": "p", "turn": 2, "history": ["u1", "s1", "u2", "s2", "u3"],
               "response": "s3"}]
-  got = happybot.dialogue_triples(persona, 2, "<eou>")
+  got = happybot_data.dialogue_triples(persona, 2, "<eou>")
   assert [(t.last_turn, t.response, t.next_turn) for t in got] == [
       ("u1", "s1", "u2"), ("u2", "s2", "u3"), ("u3", "s3", "")]
 
@@ -418,14 +436,21 @@ def test_unknown_data_source_is_a_clear_error(tmp_path):
     HappyBotObjective.make_inputs(config, str(tmp_path))
 
 
-def test_staged_batches_follow_the_stages_and_resume(tmp_path):
+def test_each_step_reads_its_stream_and_the_streams_resume(tmp_path):
   config = _cfg(stages__classifier__num_steps=2, stages__predictor__num_steps=2,
                 stages__mle__num_steps=2, stages__rl__num_steps=2, tokenizer__vocab_size=300)
   inputs, _ = HappyBotObjective.make_inputs(config, str(tmp_path))
-  it = inputs.train
   tok = inputs.tokenizer
-  batches = [next(it) for _ in range(5)]
-  assert all(set(b) == {"response_out", "weight", "label"} for b in batches[:2])
+  obj = HappyBotObjective(config, tok)
+  specs = obj.steps()
+  assert {n: s.stream for n, s in specs.items()} == {
+      "classifier": "sentences", "predictor": "lookahead", "mle": "dialogue",
+      "multiseq": "dialogue", "rl": "dialogue"}
+  # The batches the driver draws over the demo plan: each step from its own stream.
+  plan = Plan.from_config(config)
+  stream_of = lambda step: inputs.streams[specs[plan.step_name(step)].stream]
+  batches = [next(stream_of(k)) for k in range(5)]
+  assert all(set(b) == {"tokens_in", "tokens_out", "weight", "label"} for b in batches[:2])
   assert all("next_turn" in b and b["has_next"].all() for b in batches[2:4])
   assert "context" in batches[4] and batches[4]["response_out"].shape[0] == 4
   for b in batches[2:]:
@@ -435,14 +460,14 @@ def test_staged_batches_follow_the_stages_and_resume(tmp_path):
       tail = ids[len(ids) - 1 - ids[::-1].index(tok.eou_id) + 1:] if tok.eou_id in ids else ids
       want = last[last != 0].tolist()
       assert tail[-len(want):] == want
-  state = it.get_state()
+  state = inputs.get_state()
   json.dumps(state)
-  ahead = [next(it) for _ in range(4)]
-  it.set_state(state)
-  again = [next(it) for _ in range(4)]
+  ahead = [next(stream_of(k)) for k in range(5, 9)]
+  inputs.set_state(state)
+  again = [next(stream_of(k)) for k in range(5, 9)]
   for a, b in zip(ahead, again):
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-  val = next(inputs.validation_batches(config, 1))
+  val = next(inputs.validation_batches(config, 1, obj.EVAL_STREAM))
   assert {"last_turn", "next_turn", "has_next", "response_label"} <= set(val)
 
 
@@ -482,13 +507,21 @@ def test_end_to_end_rl_lookahead_raises_reward_and_baseline_cuts_variance(tmp_pa
   trainer = train.Trainer(config, workdir)
   trainer.setup(write=False)
   try:
-    result = trainer.objective.evaluate_generation(trainer.state, trainer.inputs)
+    result = report.evaluate_generation(trainer.objective, trainer.state, trainer.inputs)
     np.testing.assert_allclose(result["reward_lookahead"], after, rtol=1e-4)
     assert 0.0 <= result["bleu"] <= 100.0 and 0.0 < result["distinct_1"] <= 1.0
-    batch = next(trainer.inputs.validation_batches(config, 1))
-    var = trainer.objective.policy_gradient_variance(trainer.state, batch, jax.random.key(3),
-                                                     16, config.stages.rl)
+    batch = next(trainer.inputs.validation_batches(config, 1, "dialogue"))
+    var = report.policy_gradient_variance(trainer.objective, trainer.state, batch,
+                                          jax.random.key(3), 16, config.stages.rl)
   finally:
     trainer.close()
   print("variance", var)
   assert var["ratio"] <= VARIANCE_RATIO_MAX, var
+  # The same numbers through python -m vedgan.evaluate's suites (eval/<suite>.json).
+  out = eval_suites.run_suites(workdir, "happybot_table2,happybot_variance", echo=None)
+  assert out["happybot_table2"]["values"] == pytest.approx(result, rel=1e-6)
+  v = out["happybot_variance"]["values"]
+  assert v["variance_without_baseline"] > v["variance_with_baseline"] > 0.0
+  assert set(v) == {"variance_without_baseline", "variance_with_baseline", "ratio",
+                    "variance_untrained_baseline", "ratio_untrained"}
+  assert os.path.exists(os.path.join(workdir, "eval", "happybot_variance.json"))

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 from conftest import make_config
 
-from vedgan import train
+from vedgan import eval_suites, train
+from vedgan.decode import DecodeOptions
+from vedgan.errors import ConfigError
 from vedgan.nn import gan
 from vedgan.nn.rnn import LSTM
-from vedgan.objectives import latent_gan
+from vedgan.objective import Generation
+from vedgan.papers.latent_gan import algorithm, data
 
 V, T, B, NZ, BLANK, BOS = 40, 9, 6, 4, 5, 2
 FORBID = (0, 2, 3, 4)
@@ -197,6 +200,19 @@ def test_discriminator_logit_at_t_depends_only_on_the_prefix():
 class _Tok:
   vocab_size, pad_id, unk_id, bos_id, eos_id, eou_id, blank_id = V, 0, 1, 2, 3, 4, 5
 
+  def decode(self, ids):
+    return " ".join(map(str, ids))
+
+
+class _Ctx:
+  """What the losses read of a step context: ``keys`` (one split of ``rng``, in order)."""
+
+  def __init__(self, rng):
+    self.rng = rng
+
+  def keys(self, *names):
+    return dict(zip(names, jax.random.split(self.rng, len(names))))
+
 
 def _objective(**overrides):
   over = {"data.max_len": T, "model.embed_dim": 8, "model.gen_hidden": 16,
@@ -204,7 +220,7 @@ def _objective(**overrides):
   over.update(overrides)
   config = make_config("configs/latent_gan.py", "demo", **{k.replace(".", "__"): v
                                                           for k, v in over.items()})
-  obj = latent_gan.LatentGAN(config, _Tok())
+  obj = algorithm.LatentGAN(config, _Tok())
   rows = np.full((B, T), 0, np.int32)
   rows[:, :3] = [[7, 8, 9]]
   rows[:, 3] = 3  # eos, then pad
@@ -216,17 +232,47 @@ def _objective(**overrides):
 
 def test_real_sentences_end_with_blank_padding():
   tok = _Tok()
-  out = latent_gan.blank_tokens(jnp.array([[7, 8, 3, 0, 0], [9, 9, 9, 9, 3]]), tok)
+  out = data.blank_tokens(jnp.array([[7, 8, 3, 0, 0], [9, 9, 9, 9, 3]]), tok)
   np.testing.assert_array_equal(out, [[7, 8, 5, 5, 5], [9, 9, 9, 9, 5]])
-  assert latent_gan.words(type("W", (), {"blank_id": 5, "decode": lambda s, r: " ".join(
-      map(str, r))})(), np.array([[7, 8, 5, 9], [5, 1, 1, 1]])) == [["7", "8"], []]
+  obj, _, _ = _objective()
+  tokens = np.array([[7, 8, 5, 9], [5, 1, 1, 1]])
+  assert obj.texts(Generation(tokens, np.array([3, 1]), np.zeros(2))) == ["7 8", ""]
+  # Metric words: text between <unk> ids split by metrics.text.words, each <unk> id one word
+  # that no reference's words can hold (metrics.text.words splits "<unk>" into 3 symbols).
+  unk = np.array([[7, 1, 8, 9, 5, 9], [1, 5, 5, 5, 5, 5]])
+  assert obj.sentence_words(unk) == [["7", "<unk>", "8", "9"], ["<unk>"]]
+
+
+def test_unconditional_generate_samples_num_samples_sentences():
+  obj, state, _ = _objective()
+  assert not obj.CONDITIONAL and obj.prompt_batch(None, ["hi"]) is None
+  key = jax.random.key(3)
+  out = obj.generate(state, None, key, DecodeOptions(mode="greedy", num_samples=5))
+  tokens = np.asarray(out.tokens)
+  assert tokens.shape == (5, T) and out.lengths.shape == out.scores.shape == (5,)
+  # Greedy = word temperature 0 from the latent codes of key(3) (chunk 0: fold_in(key, 0)).
+  np.testing.assert_array_equal(tokens, obj.sample(state, 5, key, 0.0))
+  blank = tokens == BLANK
+  np.testing.assert_array_equal(out.lengths, np.where(blank.any(1), blank.argmax(1) + 1, T))
+  texts = obj.texts(out)
+  for row, text in zip(tokens.tolist(), texts):
+    end = row.index(BLANK) if BLANK in row else T
+    assert text == " ".join(map(str, row[:end]))  # cut at the first blank, no blank shown
+  sampled = obj.generate(state, None, key, DecodeOptions(mode="sample", temperature=1.0,
+                                                         num_samples=5))
+  np.testing.assert_array_equal(sampled.tokens, obj.sample(state, 5, key, 1.0))
+  assert not np.array_equal(sampled.tokens, tokens)
+  with pytest.raises(ConfigError, match="beam search needs a context"):
+    obj.generate(state, None, key, DecodeOptions(mode="beam", num_samples=5))
 
 
 def test_generator_gets_gradients_from_both_discriminator_and_reconstructor():
   obj, state, _ = _objective()
   p = state.params
-  key = jax.random.key(11)
-  terms = lambda g, r: obj.gen_loss(g, r, p["discriminator"], key, B)[1]
+  ctx = _Ctx(jax.random.key(11))
+  batch = {"tokens_out": np.zeros((B, T), np.int32)}
+  gen_loss = lambda g, r: obj.gen_loss(dict(p, generator=g, reconstructor=r), batch, ctx)
+  terms = lambda g, r: gen_loss(g, r)[1]
   # d g_adv / d(G, R) and d recon / d(G, R), each term on its own
   (g_adv, r_adv), (g_rec, r_rec) = jax.jit(
       lambda g, r: (jax.grad(lambda g, r: terms(g, r)["g_adv"], argnums=(0, 1))(g, r),
@@ -239,21 +285,26 @@ def test_generator_gets_gradients_from_both_discriminator_and_reconstructor():
   assert float(optax_norm(r_rec)) > 1e-6 and float(optax_norm(r_adv)) == 0.0
   g, r = p["generator"], p["reconstructor"]
   # the total is g_adv + lambda * recon
-  loss, aux = jax.jit(lambda g, r: obj.gen_loss(g, r, p["discriminator"], key, B))(g, r)
-  np.testing.assert_allclose(loss, aux["g_adv"] + obj.config.model.recon_weight * aux["recon"],
+  loss, aux = jax.jit(gen_loss)(g, r)
+  assert float(loss.count) == 1.0  # this device's mean over its rows
+  np.testing.assert_allclose(loss.total,
+                             aux["g_adv"] + obj.config.model.recon_weight * aux["recon"],
                              rtol=1e-6)
 
 
 def test_disc_step_moves_only_d_and_gen_step_only_g_and_r():
   obj, state, batch = _objective()
-  stage = obj.config.stages.gan
   from vedgan import parallel
   mesh = parallel.make_mesh()
   batch = parallel.shard_batch(batch, mesh)
-  d_step = parallel.data_parallel(obj.build_disc_step(stage, 0), mesh, donate_state=False)
-  g_step = parallel.data_parallel(obj.build_gen_step(stage, 0), mesh, donate_state=False)
-  after_d, m_d = d_step(state, batch)
-  after_g, m_g = g_step(state, batch)
+  specs = obj.steps()
+  assert specs["disc"].networks(None) == ("discriminator",)
+  assert specs["gen"].networks(None) == ("generator", "reconstructor")
+  copy = lambda s: jax.tree.map(jnp.copy, s)  # the driver's step donates its state
+  after_d, m_d = train.step_function(obj, "disc", obj.config, copy(state), mesh=mesh)(
+      copy(state), batch)
+  after_g, m_g = train.step_function(obj, "gen", obj.config, copy(state), mesh=mesh)(
+      copy(state), batch)
 
   def changed(a, b):
     return {k: any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a[k]),
@@ -266,7 +317,11 @@ def test_disc_step_moves_only_d_and_gen_step_only_g_and_r():
                                                    "reconstructor": True}
   assert int(after_d.step) == int(after_g.step) == 1
   assert np.isfinite(float(m_d["d_loss"])) and float(m_d["d_l2"]) > 0
+  # d_loss is Eq. 1 without the L2 penalty; the driver names D's norm and rate with "d_".
+  np.testing.assert_allclose(m_d["d_loss"], m_d["d_real"] + m_d["d_fake"], rtol=1e-6)
+  assert {"d_grad_norm", "d_learning_rate"} <= set(m_d) and "loss" not in m_d
   assert np.isfinite(float(m_g["loss"])) and 0 < float(m_g["recon"]) < 10
+  assert {"grad_norm", "learning_rate", "g_adv", "fake_length"} <= set(m_g)
 
 
 # -- end to end ---------------------------------------------------------------------
@@ -320,20 +375,23 @@ def test_demo_end_to_end_reconstruction_falls_and_greedy_samples_differ(tmp_path
   lm_val = [json.loads(l) for l in open(tmp_path / "lm" / "metrics.jsonl")
             if json.loads(l)["split"] == "validation"]
   assert lm_val[-1]["perplexity"] < 0.5 * lm_val[0]["perplexity"]
-  from vedgan.objectives import latent_gan_sweep
-  out = latent_gan_sweep.run_sweep([str(tmp_path / "gan"), str(tmp_path / "lm")],
-                                   ["gan", "mle"], str(tmp_path / "sweep"), name="fig",
-                                   num_samples=40, temperatures=(0.0, 0.5, 1.0))
-  assert [s["name"] for s in out["sweeps"]] == ["gan", "mle"]
-  for s in out["sweeps"]:
+  out = eval_suites.run_suites(str(tmp_path / "gan"), "latent_gan_fig3,latent_gan_table2",
+                               echo=None, num_samples=40, temperatures=(0.0, 0.5, 1.0),
+                               compare_workdirs=(str(tmp_path / "lm"),))
+  fig = out["latent_gan_fig3"]
+  assert [s["name"] for s in fig["sweeps"]] == ["ours (λ=1)", "MLE"]
+  for s in fig["sweeps"]:
     assert [p["temperature"] for p in s["points"]] == [0.0, 0.5, 1.0]
     assert all(p["num_samples"] == 40 for p in s["points"])
-  mle_greedy = out["greedy"]["mle"]
+  mle_greedy = fig["greedy"]["MLE"]
   assert mle_greedy["distinct_sentences"] == 1  # no latent code: greedy is one sentence
-  assert out["greedy"]["gan"]["distinct_sentences"] >= 4
-  assert os.path.getsize(tmp_path / "sweep" / "fig.png") > 1000
-  assert json.load(open(tmp_path / "sweep" / "fig.json"))["plot_order"] == 3
-  assert "real data" in open(tmp_path / "sweep" / "fig_samples.md").read()
+  assert fig["greedy"]["ours (λ=1)"]["distinct_sentences"] >= 4
+  assert out["latent_gan_table2"]["greedy"] == {"λ=1": fig["greedy"]["ours (λ=1)"],
+                                                "MLE": mle_greedy}
+  eval_dir = tmp_path / "gan" / "eval"
+  assert os.path.getsize(eval_dir / "latent_gan_fig3.png") > 1000
+  assert json.load(open(eval_dir / "latent_gan_fig3.json"))["plot_order"] == 3
+  assert "real data" in open(eval_dir / "latent_gan_table2.md").read()
 
 
 def test_config_variants():

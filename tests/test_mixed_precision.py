@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vedgan import parallel
+from vedgan import parallel, train
+from vedgan.plan import Plan, StageSpan
 
 RTOL = ATOL = 0.05
 
@@ -43,9 +44,9 @@ def _happybot(dtype):
 def _mojitalk(dtype):
   import test_mojitalk as t  # pylint: disable=import-outside-toplevel
   from conftest import make_config  # pylint: disable=import-outside-toplevel
-  from vedgan.objectives import mojitalk  # pylint: disable=import-outside-toplevel
+  from vedgan.papers.mojitalk import algorithm  # pylint: disable=import-outside-toplevel
   config = make_config("configs/mojitalk.py", "demo", **t.TINY, model__dtype=dtype)
-  obj = mojitalk.MojiTalkObjective(config, t.TOK)
+  obj = algorithm.MojiTalkObjective(config, t.TOK)
   obj.steps_per_epoch = 10
   state = jax.jit(obj.init)(jax.random.key(0), t._batch())
   # The CVAE step (Eq. 2: encoder, recognition/prior nets, decoder, BoW); the RL step runs
@@ -55,9 +56,7 @@ def _mojitalk(dtype):
 
 def _collaborative_ved(dtype):
   import test_collaborative_ved as t  # pylint: disable=import-outside-toplevel
-  from vedgan import train  # pylint: disable=import-outside-toplevel
   cfg, obj, state, _ = t._objective("co", model__dtype=dtype)
-  span = train.plan_stages(cfg)[0]
 
   def batch(seed):
     b = t._batch()
@@ -66,7 +65,7 @@ def _collaborative_ved(dtype):
     b["response_out"] = np.where(out > 3, rng.integers(6, 25, out.shape), out).astype(np.int32)
     return {k: jnp.asarray(v) for k, v in b.items()}
 
-  return obj, state, span.config, "ae", batch
+  return obj, state, cfg.stages.co, "ae", batch
 
 
 def _latent_gan(dtype):
@@ -106,6 +105,10 @@ def _run(name, dtype, num_steps):
 
   def counted(state, batch):
     traces.append(1)
+    if hasattr(obj, "steps"):  # a step spec: the driver's own update, in a stage from step 0
+      span = StageSpan(step_name, stage, 0, 1 << 30, ((step_name, 1),))
+      return train.per_device_step(obj, step_name, span, Plan((span,)), state.params)(state,
+                                                                                        batch)
     return obj.step_builders[step_name](stage, 0)(state, batch)
 
   mesh = parallel.make_mesh(jax.devices()[:1])

@@ -16,14 +16,18 @@ import numpy as np
 import pytest
 from conftest import make_config
 
-from vedgan import losses, schedules
+from vedgan import eval_suites, losses, parallel, schedules, train
 from vedgan.data import pipeline
 from vedgan.data.lexicon import Lexicon
+from vedgan.decode import DecodeOptions
 from vedgan.errors import ConfigError
 from vedgan.nn import cvae as cvae_nn
 from vedgan.nn import deepmoji
-from vedgan.objectives import mojitalk
-from vedgan.objectives.base import get_objective_class
+from vedgan.objective import get_objective_class
+from vedgan.papers.mojitalk import algorithm as mojitalk
+from vedgan.papers.mojitalk import data as mojitalk_data
+from vedgan.papers.mojitalk import report
+from vedgan.papers.mojitalk.networks import response_tokens
 
 TOK = types.SimpleNamespace(vocab_size=40, pad_id=0, unk_id=1, bos_id=2, eos_id=3)
 B, S, T = 4, 7, 6
@@ -154,8 +158,8 @@ def eq2(small):
   key = jax.random.key(3)
 
   def means(p):
-    t = obj.cvae_terms(p, batch, key, kl_weight=0.3, bow_weight=1.0)
-    cond = obj.condition(p, batch["context"], batch["label"])[1]
+    t = obj.net.cvae_terms(p, batch, key, kl_weight=0.3, bow_weight=1.0)
+    cond = obj.net.condition(p, batch["context"], batch["label"])[1]
     return jnp.stack([jnp.mean(t[k]) for k in ("rec", "kl", "bow", "loss")]), (t, cond)
 
   jac, (terms, cond) = jax.jit(jax.jacrev(means, has_aux=True))(state.params)
@@ -181,7 +185,7 @@ def test_cvae_terms_implement_eq2_kl_bow_and_reparameterisation(small, eq2):
   f = np.concatenate([t["z"], cond], -1) @ np.asarray(state.params["cvae"]["bow"]["kernel"])
   top = f.max(-1, keepdims=True)
   logp = f - top - np.log(np.exp(f - top).sum(-1, keepdims=True))     # log softmax(f)
-  words = np.asarray(mojitalk.response_tokens(batch))
+  words = np.asarray(response_tokens(batch))
   want = -np.array([logp[b, words[b][words[b] > 0]].sum() for b in range(B)])
   np.testing.assert_allclose(t["bow"], want, rtol=1e-4)
   # The reconstruction term is the masked NLL of response_out (EOS included).
@@ -210,17 +214,19 @@ def test_base_model_is_the_cvae_with_zero_latent_and_leaves_the_latent_heads_alo
   obj, state, batch = small
   p = state.params
 
+  net = obj.net
+
   def base_loss(p):
-    nll, _ = obj.base_terms(p, batch)
+    nll, _ = net.base_terms(p, batch)
     return jnp.mean(nll)
 
   def manual(p, label):
-    memory, _, e = obj.condition(p, batch["context"], label)
-    z = jnp.zeros((B, obj.latent_dim))
-    logits = obj.decode_logits(p, memory, obj.initial_state(p, memory, e, z), batch["response_in"])
+    memory, _, e = net.condition(p, batch["context"], label)
+    z = jnp.zeros((B, net.latent_dim))
+    logits = net.decode_logits(p, memory, net.initial_state(p, memory, e, z), batch["response_in"])
     return logits
 
-  f = jax.jit(lambda p: (jax.grad(base_loss)(p), obj.base_terms(p, batch)[0],
+  f = jax.jit(lambda p: (jax.grad(base_loss)(p), net.base_terms(p, batch)[0],
                          manual(p, batch["label"]), manual(p, (batch["label"] + 1) % 8)))
   g, nll, logits, other = f(p)
   want, _ = losses.sequence_cross_entropy(logits, batch["response_out"],
@@ -229,14 +235,44 @@ def test_base_model_is_the_cvae_with_zero_latent_and_leaves_the_latent_heads_alo
   assert not np.allclose(logits, other)                        # the emoji conditions the base
   # The decoder's initial state reads [h_ctx; e; z]; the z rows get no gradient with z = 0.
   kernel = np.asarray(g["model"]["bridge"]["kernel"])
-  assert kernel.shape[0] == 2 * 16 + 12 + obj.latent_dim
-  np.testing.assert_allclose(kernel[-obj.latent_dim:], 0.0)
-  assert np.abs(kernel[:-obj.latent_dim]).max() > 0
+  assert kernel.shape[0] == 2 * 16 + 12 + net.latent_dim
+  np.testing.assert_allclose(kernel[-net.latent_dim:], 0.0)
+  assert np.abs(kernel[:-net.latent_dim]).max() > 0
   assert all(np.all(np.asarray(l) == 0) for l in jax.tree.leaves(g["cvae"]))
   assert all(np.all(np.asarray(l) == 0) for l in jax.tree.leaves(g["classifier"]))
-  # One parameter subtree: the CVAE decodes with exactly these seq2seq weights.
+  # One parameter subtree: the CVAE decodes with exactly these seq2seq weights; one Adam
+  # state for the generator (model, emoji, cvae) and one for the classifier.
   assert set(state.params) == {"model", "emoji", "cvae", "classifier"}
   assert set(state.opt_state) == {"generator", "classifier"}
+  assert obj.networks(state.params)["generator"] == ("model", "emoji", "cvae")
+  assert {s: spec.networks(None) for s, spec in obj.steps().items()} == {
+      "base": ("generator",), "cvae": ("generator",), "classifier": ("classifier",),
+      "rl": ("generator",)}
+
+
+def test_base_and_classifier_steps_train_only_their_network(small):
+  """The step specs through the driver's update (train.step_function): the base step's loss
+  is the per-example NLL sum averaged over the rows and moves the generator only (the latent
+  heads get no gradient while z = 0); the classifier step moves the classifier only."""
+  obj, state, batch = small
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  batch = parallel.shard_batch({k: np.asarray(v) for k, v in batch.items()}, mesh)
+  nll, _ = jax.jit(obj.net.base_terms)(state.params, batch)     # dropout 0 (TINY)
+  changed = lambda new, tree: sorted(g for g in tree if not all(
+      np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new[g]), jax.tree.leaves(tree[g]))))
+  for name, groups, optimizers in (("base", ["emoji", "model"], ["generator"]),
+                                   ("classifier", ["classifier"], ["classifier"])):
+    start = jax.tree.map(jnp.copy, state)                       # the step donates its state
+    new, metrics = train.step_function(obj, name, obj.config, start, mesh=mesh)(start, batch)
+    assert changed(new.params, state.params) == groups, name
+    assert changed(new.opt_state, state.opt_state) == optimizers, name
+    assert int(new.step) == 1
+    if name == "base":
+      assert set(metrics) == {"loss", "nll", "grad_norm", "learning_rate"}
+      np.testing.assert_allclose(metrics["loss"], np.mean(nll), rtol=1e-5)
+    else:
+      assert set(metrics) == {"loss", "accuracy", "grad_norm", "learning_rate"}
+      assert 0.0 <= float(metrics["accuracy"]) <= 1.0 and np.isfinite(metrics["loss"])
 
 
 def test_kl_weight_schedules_count_epochs(small):
@@ -265,7 +301,8 @@ def test_rank_weight_alpha_eq3(small, rank, alpha):
   logits = logits.at[label].set(logits[rank - 1]).at[rank - 1].set(0.0 - label)
   logits = logits[None]
   gold = jnp.zeros((1, 64)).at[0, label].set(5.0)
-  rw = obj.rewards(logits, gold, jnp.array([label]))
+  del obj
+  rw = mojitalk.rewards(logits, gold, jnp.array([label]))
   assert int(rw["rank"][0]) == rank
   assert float(rw["alpha"][0]) == alpha
   np.testing.assert_allclose(rw["R"], jax.nn.softmax(logits)[:, label], rtol=1e-6)
@@ -277,35 +314,35 @@ def test_policy_term_is_j_prime_with_stopped_rewards_and_hybrid_loss():
   mask = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], jnp.float32)
   rw = {"R": jnp.array([0.2, 0.9, 0.4]), "r": jnp.array([0.6, 0.3, 0.1]),
         "alpha": jnp.array([1.0, 0.5, 0.0])}
-  policy = mojitalk.MojiTalkObjective.policy_loss(log_p, mask, rw)
+  policy = mojitalk.policy_loss(log_p, mask, rw)
   j = rw["alpha"] * (rw["R"] - rw["r"]) * jnp.sum(log_p * mask, -1)   # J' (Algorithm 1, l. 11)
   np.testing.assert_allclose(policy, -j, rtol=1e-6)
   cvae_loss = jnp.array([10.0, 20.0, 30.0])
   np.testing.assert_allclose(mojitalk.hybrid_loss(cvae_loss, policy, 1.0), cvae_loss - j,
                              rtol=1e-6)                        # L'' = L' - lambda J'
   # The gradient flows only through log P: d(-J')/d log P = -alpha (R - r) mask.
-  g = jax.grad(lambda lp: mojitalk.MojiTalkObjective.policy_loss(lp, mask, rw).sum())(log_p)
+  g = jax.grad(lambda lp: mojitalk.policy_loss(lp, mask, rw).sum())(log_p)
   np.testing.assert_allclose(g, -(rw["alpha"] * (rw["R"] - rw["r"]))[:, None] * mask, rtol=1e-6)
-  g_r = jax.grad(lambda R: mojitalk.MojiTalkObjective.policy_loss(
-      log_p, mask, dict(rw, R=R)).sum())(rw["R"])
+  g_r = jax.grad(lambda R: mojitalk.policy_loss(log_p, mask, dict(rw, R=R)).sum())(rw["R"])
   np.testing.assert_allclose(g_r, 0.0)
 
 
 def test_generation_log_probs_are_recomputed_differentiably(small):
   """The teacher-forced pass over G gives the decoder's own log P(G_t), and carries gradients."""
   obj, state, batch = small
+  net = obj.net
 
   def run(p, mode, grad=False):
-    memory, cond, e = obj.condition(p, batch["context"], batch["label"])
-    mean, logvar = obj.prior(p, cond)
+    memory, cond, e = net.condition(p, batch["context"], batch["label"])
+    mean, logvar = net.prior(p, cond)
     eps = jax.random.normal(jax.random.key(5), mean.shape)
-    h0 = obj.initial_state(p, memory, e, mean + jnp.exp(0.5 * logvar) * eps)
-    out = obj._decode_rows(p, memory, h0, jax.random.key(6), mode, T, 1.0, 0, 1, 0.0,
-                           obj._forbid(True))
+    h0 = net.initial_state(p, memory, e, mean + jnp.exp(0.5 * logvar) * eps)
+    out = net.decode(p, memory, h0, jax.random.key(6),
+                     DecodeOptions(mode=mode, temperature=1.0, beam_width=1), T)
     mask = jnp.arange(T)[None] < out.lengths[:, None]
-    score = lambda p: jnp.sum(obj.sequence_log_probs(p, batch["context"], batch["label"], eps,
+    score = lambda p: jnp.sum(net.sequence_log_probs(p, batch["context"], batch["label"], eps,
                                                      out.tokens) * mask)
-    return out, obj.sequence_log_probs(p, batch["context"], batch["label"], eps, out.tokens), \
+    return out, net.sequence_log_probs(p, batch["context"], batch["label"], eps, out.tokens), \
         mask, jax.grad(score)(p) if grad else None
 
   f = jax.jit(lambda p: (run(p, "greedy", grad=True), run(p, "sample")))
@@ -322,16 +359,23 @@ def test_generation_log_probs_are_recomputed_differentiably(small):
 
 def test_generation_keeps_the_candidate_the_classifier_prefers(small):
   obj, state, batch = small
-  out, info = obj.generate(state, batch, rng=jax.random.key(2), num_samples=4, latent=True,
-                           return_info=True)
-  assert out.tokens.shape == (B, T)
+  latent = state.replace(step=jnp.asarray(obj.latent_start + 1, jnp.int32))  # after a CVAE step
+  out = obj.generate(latent, batch, jax.random.key(2), DecodeOptions(num_samples=4))
+  info = out.info
+  assert out.tokens.shape == (B, T) and info["num_candidates"] == 4
   assert np.all(np.asarray(info["label_prob"]) >= np.asarray(info["label_prob_first"]) - 1e-7)
   # The kept response is what the classifier scores for the designated emoji.
-  probs = jax.nn.softmax(jax.jit(obj.classify)(state.params, out.tokens))
+  probs = jax.nn.softmax(jax.jit(obj.net.classify)(state.params, out.tokens))
   np.testing.assert_allclose(np.asarray(probs)[np.arange(B), np.asarray(batch["label"])],
                              info["label_prob"], rtol=1e-5)
+  # Before any CVAE step: the base model's one z = 0 response.
+  assert obj.generate(state, batch, jax.random.key(2), DecodeOptions()).info[
+      "num_candidates"] == 1
   with pytest.raises(ConfigError, match="designated emoji"):
-    obj.generate(state, batch["context"])
+    obj.generate(state, {"context": batch["context"]}, jax.random.key(2), DecodeOptions())
+  with pytest.raises(ConfigError, match="designated emoji"):
+    obj.prompt_batch(None, ["hi"])
+  assert obj.label_names()[:2] == ("neutral", "very negative") and len(obj.label_names()) == 8
 
 
 # -----------------------------------------------------------------------------
@@ -342,9 +386,9 @@ def test_lexicon_labels_bucket_the_mean_valence():
   lex = Lexicon({"good": 1.9, "bad": -2.5, "ok": 0.9, "great": 3.1, "sad": -2.1, "meh": -0.2})
   texts = ["a chair", "bad news", "meh", "ok then", "good", "great!", "sad and meh",
            "good and bad"]
-  labels = [mojitalk.lexicon_label(t, lex) for t in texts]
+  labels = [mojitalk_data.lexicon_label(t, lex) for t in texts]
   assert labels == [0, 1, 3, 4, 6, 7, 2, 3]
-  assert len(mojitalk.LEXICON_LABEL_NAMES) == len(mojitalk.LEXICON_EDGES) + 2
+  assert len(mojitalk_data.LEXICON_LABEL_NAMES) == len(mojitalk_data.LEXICON_EDGES) + 2
 
 
 class _CharTokenizer:
@@ -353,14 +397,22 @@ class _CharTokenizer:
 
 
 def test_labelled_batches_align_labels_with_examples_and_resume():
+  """Labels are given per source pair (with_fields): pairs the encoder skips (empty text)
+  or whose label is out of range drop out, and every batch row keeps its own label, also
+  across epochs, after a resume and split over two processes."""
   pairs = [(f"context {i}", "x" * (1 + i % 5)) for i in range(23)]
-  labels = np.array([1 + i % 5 for i in range(23)])             # = the response length
-  enc = pipeline.encode_pairs(pairs, _CharTokenizer(), 8, 8)
+  labels = [1 + i % 5 for i in range(23)]                      # = the response length
+  pairs[5:5] = [(" ", "xx"), ("context bad", "xxx"), ("context neg", "x")]
+  labels[5:5] = [2, 99, -1]                                     # empty context; out of range
+  config = make_config("configs/mojitalk.py", "paper", data__num_labels=6,
+                       data__max_context_len=8, data__max_response_len=8, data__buckets=(8,))
+  enc = mojitalk_data.encode_labelled(config, pairs, np.asarray(labels), _CharTokenizer())
+  assert len(enc) == 23 and enc.counts["subset_dropped"] == 2
+  assert enc.counts["skipped_empty"] == 1
 
   def make(process_index=0, process_count=1):
-    it = pipeline.BatchIterator(enc, 4, (8,), seed=3, process_index=process_index,
-                                process_count=process_count)
-    return mojitalk.LabelledBatches(it, labels, process_index, process_count)
+    return pipeline.BatchIterator(enc, 4, (8,), seed=3, process_index=process_index,
+                                  process_count=process_count)
 
   def check(batch):
     lengths = (np.asarray(batch["response_out"]) > 3).sum(-1)
@@ -399,18 +451,23 @@ def test_paper_config_reads_emoji_labels_from_the_mojitalk_twitter_builder(tmp_p
   config = make_config("configs/mojitalk.py", "paper", data__manual_dir=str(tmp_path / "manual"),
                        data__data_dir=str(tmp_path / "tfds"), tokenizer__kind="word",
                        tokenizer__vocab_size=60, train__batch_size=8, train__num_samples=2)
-  inputs, is_new = mojitalk.make_labelled_inputs(config, str(tmp_path / "run"))
-  assert is_new and len(inputs.validation_labels) == 9
+  inputs, is_new = mojitalk_data.make_inputs(config, str(tmp_path / "run"))
+  val_labels = inputs.validation["train"].fields["label"]
+  assert is_new and len(val_labels) == 9
+  enc, val_pairs = mojitalk_data.labelled_split(config, "validation", inputs.tokenizer)
+  np.testing.assert_array_equal(enc.fields["label"], val_labels)
+  assert [c for c, _ in inputs.sample_pairs] == [c for c, _ in val_pairs[:2]]
+  np.testing.assert_array_equal(mojitalk_data.sample_labels(inputs), val_labels[:2])
   ids = {e: i for i, e in enumerate(sorted(words))}             # the builder's label ids
-  for (context, response), label in zip(inputs.validation_pairs, inputs.validation_labels):
+  for (context, response), label in zip(val_pairs, val_labels):
     assert ids[next(e for e, w in words.items() if response.startswith(w))] == label
     assert not any(e in context for e in words)                 # the emoji left the context
-  batch = next(inputs.train)
+  batch = next(inputs.streams["train"])
   for row, label in zip(batch["response_out"], batch["label"]):
     first = inputs.tokenizer.decode(row[:1].tolist())
     assert ids[next(e for e, w in words.items() if w == first)] == label
-  mojitalk.use_split(inputs, config, "test")                     # --split test
-  assert len(inputs.validation_labels) == 9
+  test, _ = mojitalk_data.labelled_split(config, "test", inputs.tokenizer)   # --split test
+  assert len(test.fields["label"]) == 9
 
 
 def test_configs_name_the_paper_settings():
@@ -457,27 +514,28 @@ BASE_END, CVAE_END, CLS_END, RL_END = 396, 792, 1089, 1386
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-  """``configs/mojitalk.py:demo`` end to end, then the stage comparison (every model scored
-  on all 99 validation contexts by the final classifier, seed 0) on the same trainer."""
-  from vedgan import train  # pylint: disable=import-outside-toplevel
+  """``configs/mojitalk.py:demo`` end to end, then its report suites as ``python -m
+  vedgan.evaluate --suite mojitalk_table2,mojitalk_classifier`` runs them (every model scored
+  on all 99 validation contexts by the final classifier, seed 0)."""
   workdir = str(tmp_path_factory.mktemp("mojitalk"))
   trainer = train.Trainer(make_config("configs/mojitalk.py", "demo", **E2E), workdir)
   trainer.setup()
   try:
     result = trainer.train()
     assert result["step"] == RL_END
-    report = mojitalk.compare_trainer(trainer)
-    labels = np.asarray(trainer.inputs.validation_labels)
+    labels = np.asarray(trainer.inputs.validation["train"].fields["label"])
     before_rl = trainer.checkpointer.restore(CLS_END, trainer.state)[0].params["classifier"]
     frozen = all(np.array_equal(a, b) for a, b in zip(
         jax.tree.leaves(before_rl), jax.tree.leaves(trainer.state.params["classifier"])))
   finally:
     trainer.close()
+  suites = eval_suites.run_suites(workdir, "mojitalk_table2,mojitalk_classifier", echo=None)
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     rows = [json.loads(line) for line in f]
+  table2 = suites["mojitalk_table2"]
   return types.SimpleNamespace(workdir=workdir, rows=[r for r in rows if r["split"] == "train"],
-                               models=report["models"], report=report, labels=labels,
-                               classifier_frozen=frozen)
+                               models=table2["models"], report=table2, suites=suites,
+                               labels=labels, classifier_frozen=frozen)
 
 
 def test_e2e_cvae_kl_stays_above_zero_with_the_bow_loss(demo_run):
@@ -533,5 +591,17 @@ def test_e2e_stage_comparison_reports_every_model(demo_run):
     assert len(m["responses"]) == m["num_examples"] == 99
   # The base model has no latent variable: its 5 candidates are one greedy response.
   assert models["base"]["emoji_prob"] == pytest.approx(models["base"]["emoji_prob_single"])
-  table = mojitalk.format_comparison(demo_run.report)
+  table = report.format_comparison(demo_run.report)
   assert "Reinforced CVAE" in table and "base seq2seq" in table
+  assert table in demo_run.report["summary"]
+  assert demo_run.report["values"]["rl/emoji_top1"] == models["rl"]["emoji_top1"]
+
+
+def test_e2e_report_files_and_the_classifier_suite(demo_run):
+  """eval/<suite>.json of both suites, the per-emoji accuracy plot (Fig. 1), and one
+  classifier behind both suites."""
+  for name in ("mojitalk_table2.json", "mojitalk_classifier.json", "classifier_per_label.png"):
+    assert os.path.isfile(os.path.join(demo_run.workdir, "eval", name)), name
+  record = demo_run.suites["mojitalk_classifier"]
+  assert record["step"] == RL_END and record["classifier"] == demo_run.report["classifier"]
+  assert record["values"]["top1"] == demo_run.report["classifier"]["top1"]

@@ -20,7 +20,7 @@ import killharness as kh
 from vedgan import parallel, train
 from vedgan.errors import VedganError
 from vedgan.steps import TrainState
-from vedgan.objectives.latent_gan import LatentGAN
+from vedgan.papers.latent_gan.algorithm import LatentGAN
 from vedgan.papers.seq2seq.algorithm import Seq2SeqObjective
 
 #: The latent GAN demo shrunk to seconds: two networks updated by alternating steps.

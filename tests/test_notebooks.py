@@ -68,7 +68,7 @@ def test_notebook_structure_and_cleared_outputs(name):
   config = _source(_cells_with(nb, "config")[0])
   assert "notebook.smoke_mode()" in config and "notebook.load_config(" in config
   train = _source(_cells_with(nb, "train")[0])
-  assert "train.run(" in train or "topk_gan_report.reproduce(" in train
+  assert "train.run(" in train
 
 
 def test_notebooks_match_their_generator():

@@ -172,20 +172,20 @@ class _WordTok:
 
 def test_latent_gan_diversity_plot_counts_its_own_samples(tmp_path):
   import jax  # pylint: disable=import-outside-toplevel
-  from vedgan.objectives import latent_gan  # pylint: disable=import-outside-toplevel
+  from vedgan.papers.latent_gan import algorithm, report  # pylint: disable=import-outside-toplevel
 
   config = make_config("configs/latent_gan.py", "demo", data__max_len=6, model__embed_dim=8,
                        model__gen_hidden=16, model__disc_hidden=8, model__rec_hidden=8,
                        model__latent_dim=4)
-  obj = latent_gan.LatentGAN(config, _WordTok())
+  obj = algorithm.LatentGAN(config, _WordTok())
   rows = np.zeros((4, 6), np.int32)
   batch = {"tokens_in": rows, "tokens_out": rows, "weight": np.ones(4, np.float32)}
   state = jax.jit(obj.init)(jax.random.key(0), batch)
-  taus, n, seed = (0.0, 1.0, 3.0), obj.PLOT_SAMPLES, 5
-  curves = obj.diversity_by_temperature(state, taus, n, seed)
+  taus, n, seed = (0.0, 1.0, 3.0), report.PLOT_SAMPLES, 5
+  curves = report.diversity_by_temperature(obj, state, taus, n, seed)
   for i, tau in enumerate(taus):  # recount from the raw token rows
     sents = []
-    for row in obj.generate(state, n, seed, tau, chunk=n).tolist():
+    for row in obj.sample(state, n, jax.random.key(seed), tau, chunk=n).tolist():
       row = row[:row.index(5)] if 5 in row else row
       sents.append([f"w{t}" for t in row if t > 5])
     uni = [w for s in sents for w in s]

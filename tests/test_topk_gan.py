@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from conftest import REPO, make_config, restore_numpy_state
 
-from vedgan import parallel, replay, train
+from vedgan import eval_suites, parallel, replay, steps, train
+from vedgan.decode import DecodeOptions
 from vedgan.errors import ConfigError
-from vedgan.objectives import topk_gan, topk_gan_report
 from vedgan.nn.topk_gan import TopKDialogueGAN
-from vedgan.objectives.topk_gan import TopKGANObjective
+from vedgan.papers.topk_gan import report
+from vedgan.papers.topk_gan.algorithm import TopKGANObjective
+from vedgan.plan import Plan
 
 V = 40
 
@@ -68,13 +70,23 @@ def _objective(**overrides):
   return obj, jax.jit(obj.init)(jax.random.key(0), _batch())
 
 
+def _generator_groups(params):
+  """The groups the network ``generator`` spans: the shared ``words`` and ``generator``."""
+  return {"words": params["words"], "generator": params["generator"]}
+
+
+def _greedy(obj, state, context, max_len=10):
+  return obj.generate(state, {"context": context}, jax.random.key(0),
+                      DecodeOptions(mode="greedy", max_len=max_len))
+
+
 @pytest.fixture(scope="module")
 def tiny():
   """One tiny objective, its initial state and jitted functions, shared by the unit tests."""
   obj, state = _objective()
 
   def adversarial_loss(g, params, context):
-    a, _ = obj.generator_adversarial_loss(g, params, context)
+    a, _ = obj.generator_adversarial_loss({**params, **g}, context)
     return a.sum()
 
   return {
@@ -190,15 +202,15 @@ def test_topk_vectors_equal_the_hand_computed_weighted_average(tiny):
         checked += 1
   assert checked >= 8
   # Argmax feedback = greedy decoding with the same forbidden ids.
-  greedy = obj.generate(state, ctx, mode="greedy", max_len=10)
+  greedy = _greedy(obj, state, ctx)
   np.testing.assert_array_equal(greedy.tokens, tokens)
   np.testing.assert_array_equal(np.asarray(greedy.lengths), emitted.sum(1))
 
 
 def test_generator_loss_gradient_reaches_the_output_layer_through_topk(tiny):
-  obj, state = tiny["obj"], tiny["state"]
+  state = tiny["state"]
   ctx = jnp.asarray(_batch(seed=5)["context"])
-  g_group, _ = topk_gan._groups(state.params)
+  g_group = _generator_groups(state.params)
   _, grads = tiny["value_and_grad"](g_group, state.params, ctx)
   out = grads["generator"]["out"]
   assert float(jnp.abs(out["kernel"]).sum()) > 0 and float(jnp.abs(out["bias"]).sum()) > 0
@@ -206,7 +218,7 @@ def test_generator_loss_gradient_reaches_the_output_layer_through_topk(tiny):
   # With k = 1 (the argmax's word vector, Eq. 7) nothing reaches the generator's
   # network: the top-k softmax is the only differentiable path from f_t to L_G.
   obj1 = TopKGANObjective(_config(gan__topk=1), _Tok())
-  g1 = jax.grad(lambda g: obj1.generator_adversarial_loss(g, state.params, ctx)[0].sum())
+  g1 = jax.grad(lambda g: obj1.generator_adversarial_loss({**state.params, **g}, ctx)[0].sum())
   grads1 = jax.jit(g1)(g_group)
   for leaf in jax.tree.leaves(grads1["generator"]):
     assert float(jnp.abs(leaf).max()) == 0.0
@@ -220,7 +232,7 @@ def test_generator_gradient_is_the_derivative_of_the_loss(tiny):
   params = dict(state.params, generator=dict(state.params["generator"]))
   out = params["generator"]["out"]
   params["generator"]["out"] = dict(out, kernel=out["kernel"] * 10)  # sharper f_t: fewer ties
-  g_group, _ = topk_gan._groups(params)
+  g_group = _generator_groups(params)
   eps, verified = 1e-3, 0
   for seed in range(4):
     ctx = jnp.asarray(_batch(seed=seed)["context"])
@@ -267,18 +279,20 @@ def test_word_vectors_initialise_w_from_a_file(tmp_path):
 
 
 def test_refill_and_discriminator_steps(tiny):
-  obj, state = tiny["obj"], tiny["state"]
+  obj = tiny["obj"]
   config = obj.config
+  start = Plan.from_config(config).spans[-1].start  # the adversarial stage, as the driver runs it
+  state = jax.tree.map(jnp.copy, tiny["state"]).replace(step=jnp.asarray(start, jnp.int32))
   mesh = parallel.make_mesh(jax.devices()[:1])
-  fns = {n: parallel.data_parallel(obj.step_builders[n](config.stages.adversarial, 0), mesh,
-                                   donate_state=False) for n in ("refill", "dstep")}
+  fns = {n: train.step_function(obj, n, config, state, stage="adversarial", mesh=mesh)
+         for n in ("refill", "dstep")}  # each call donates the state it is given
   batch = parallel.shard_batch(_batch(), mesh)
   state, m = fns["refill"](state, batch)
   corpus = state.extra["replay"]
   assert int(corpus.count) == 8 and float(m["replay_size"]) == 8
   np.testing.assert_array_equal(corpus.time[:8], 0)
   np.testing.assert_array_equal(corpus.inputs[:8], replay.fit_width(_batch()["context"], 12))
-  greedy = obj.generate(state, batch["context"], max_len=10).tokens
+  greedy = _greedy(obj, state, batch["context"]).tokens
   np.testing.assert_array_equal(corpus.responses[:8], greedy)  # Eq. 3 responses
   # Rows are stamped with the generator's version (its number of updates so far).
   state = state.replace(extra=dict(state.extra, generator_updates=jnp.asarray(7, jnp.int32)))
@@ -291,15 +305,37 @@ def test_refill_and_discriminator_steps(tiny):
   assert float(m["d_learning_rate"]) == pytest.approx(config.stages.adversarial.learning_rate)
   for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params["generator"])):
     np.testing.assert_array_equal(a, b)  # D steps leave the generator alone
-  assert int(state.step) == 3
+  assert int(state.step) == start + 3
+
+
+def test_step_specs_train_the_networks_of_algorithm_1():
+  """W is shared: each network spans it, so each keeps its own Adam state over it."""
+  obj = TopKGANObjective(_config(), _Tok())
+  assert obj.NETWORKS == {"generator": ("words", "generator"),
+                          "discriminator": ("words", "discriminator")}
+  specs = obj.steps()
+  assert {n: s.trains for n, s in specs.items()} == {
+      "gmle": ("generator",), "refill": (), "dstep": ("discriminator",),
+      "gadv": ("generator",)}
+  assert specs["refill"].update is not None and specs["refill"].loss is None
+  assert {n: s.prefix for n, s in specs.items()} == {"gmle": "", "refill": "", "dstep": "d_",
+                                                     "gadv": "g_adv_"}
 
 
 def test_learning_rates_decay_per_iteration_and_scale_the_adversarial_step():
   obj = TopKGANObjective(make_config("configs/topk_gan.py", "paper"), _Tok())
   stage = obj.config.stages.adversarial
+  plan = Plan.from_config(obj.config)
+  span = plan.spans[-1]
   start, period = 51_489, stage.lr_decay_every
+  assert span.start == start
+  specs = obj.steps()
   for name, scale in (("gmle", 1.0), ("dstep", 1.0), ("gadv", 0.1)):
-    lr = obj._lr(stage, start, name)
+    def lr(step, name=name):  # Step.learning_rate as the driver calls it at global `step`
+      state = steps.TrainState(step=jnp.asarray(step, jnp.int32), rng=None, params=None,
+                               opt_state=None)
+      network = specs[name].trains[0]
+      return specs[name].learning_rate(steps.StepContext(state, span, plan, name), network)
     assert float(lr(start)) == pytest.approx(1e-3 * scale)
     assert float(lr(start + period - 1)) == pytest.approx(1e-3 * scale)
     assert float(lr(start + 3 * period)) == pytest.approx(1e-3 * scale * 0.995 ** 3)
@@ -320,9 +356,9 @@ def test_paper_config_follows_section_4():
   assert c.stage_order == ("mle_pretrain", "fill", "d_pretrain", "adversarial")
   assert c.stages.mle_pretrain.num_steps == 50_000 and c.stages.d_pretrain.num_steps == 1_000
   assert 125_000 <= c.stages.fill.num_steps * 256 < 125_000 + 256
-  cycle = dict(train.plan_stages(c)[-1].cycle)
+  cycle = dict(Plan.from_config(c).spans[-1].cycle)
   assert cycle["gadv"] == 35 and cycle["dstep"] == 40 and cycle["gmle"] == 50
-  period = sum(n for _, n in train.plan_stages(c)[-1].cycle)
+  period = Plan.from_config(c).spans[-1].period
   assert adv.num_steps == 200 * period and adv.lr_decay_every == period
   assert adv.lr_decay == 0.995 and adv.gadv_lr_scale == 0.1 and adv.learning_rate == 1e-3
   assert 5_000 <= cycle["refill"] * 256 < 5_000 + 256  # responses added before each D block
@@ -340,6 +376,9 @@ def test_recipe_errors_are_one_line():
     TopKGANObjective(_config(gan__replay_capacity=4), _Tok())
   with pytest.raises(ConfigError, match="unknown variant"):
     make_config("configs/topk_gan.py", "nope")
+  with pytest.raises(ConfigError, match="stages.d_pretrain runs 'gmle' but declares no "
+                                        "gmle_lr_scale"):
+    TopKGANObjective(_config(stages__d_pretrain__step="dstep,gmle"), _Tok())
 
 
 def test_report_points_locate_table1_models():
@@ -349,10 +388,9 @@ def test_report_points_locate_table1_models():
               stages__adversarial__num_steps=33, gan__table_iteration=2)
   # Adversarial stage from step 15, 11 steps per iteration; B: end of iteration 2's gmle
   # block (15 + 11 + 2+1+2+3), C: end of iteration 3's gadv block (15 + 22 + 2).
-  assert topk_gan_report.report_points(c) == {"A": 15, "B": 34, "C": 39, "D": 48}
+  assert report.report_points(c) == {"A": 15, "B": 34, "C": 39, "D": 48}
   with pytest.raises(ConfigError, match="table_iteration=3"):
-    topk_gan_report.report_points(_config(stages__adversarial__num_steps=3 * 27,
-                                          gan__table_iteration=3))
+    report.report_points(_config(stages__adversarial__num_steps=3 * 27, gan__table_iteration=3))
 
 
 # -- the driver: resume, end to end --------------------------------------------------------
@@ -371,7 +409,8 @@ E2E = dict(
     stages__adversarial__step="gadv*4,refill*1,dstep*3,gmle*3,refill*1,dstep*3",
     stages__adversarial__num_steps=4 * 15, stages__adversarial__lr_decay_every=15,
     stages__adversarial__learning_rate=1e-2, gan__table_iteration=2, gan__report_inputs=48,
-    gan__nn_check_ks=(2, 3, 4))
+    gan__nn_check_ks=(2, 3, 4), train__checkpoint_every=145)  # keeps B (290), not C (298)
+SUITES = "topk_gan_fig3,topk_gan_table1,topk_gan_diversity"
 
 
 def _resume_scenario(workdir):
@@ -392,7 +431,22 @@ def _resume_scenario(workdir):
 
 
 def _e2e_scenario(workdir):
-  topk_gan_report.reproduce(_config(**E2E), workdir, echo=print)
+  """Trains the tiny demo, runs Section 5's suites, and checks that a model the suites
+  rebuild from an earlier checkpoint is the run's own: A (264) run forward to B (290)
+  equals checkpoint 290 leaf for leaf."""
+  train.run(_config(**E2E), workdir)
+  eval_suites.run_suites(workdir, SUITES, echo=print)
+  run = eval_suites.open_run(workdir, eval_suites.EvalOptions())
+  try:
+    trainer = run.trainer
+    state, meta = trainer.checkpointer.restore(264, trainer.state)
+    trainer.inputs.set_state(meta["data_state"])
+    rebuilt = jax.device_get(report.run_forward(trainer, state, 264, 290))
+    saved = jax.device_get(trainer.checkpointer.restore(290, trainer.state)[0])
+    for x, y in zip(jax.tree.leaves(rebuilt), jax.tree.leaves(saved)):
+      np.testing.assert_array_equal(x, y)
+  finally:
+    trainer.close()
 
 
 def _in_subprocess(scenario, workdir):
@@ -422,17 +476,20 @@ def test_resumed_run_restores_the_replay_corpus(tmp_path):
 def test_end_to_end_tiny_demo(tmp_path):
   """MLE pretraining, C_D, D pretraining, 4 global iterations; Section 5's measures."""
   _in_subprocess("_e2e_scenario", tmp_path)
-  report = json.load(open(tmp_path / topk_gan_report.REPORT_FILE))
-  points = report["points"]
-  a, d = report["models"]["A"], report["models"]["D"]
+  suites = {name: json.load(open(tmp_path / "eval" / f"{name}.json"))
+            for name in SUITES.split(",")}
+  table = suites["topk_gan_table1"]["models"]
+  points = {label: model["step"] for label, model in table.items()}
+  a, d = suites["topk_gan_fig3"]["models"]["A"], suites["topk_gan_fig3"]["models"]["D"]
   # Section 5: after MLE pretraining W[y_t] is the nearest word vector to u~_t (k = 2)
   # for at least 90% of the produced tokens (the paper: 98%).
   assert a["topk_check"]["k"] == [2, 3, 4]
   assert a["topk_check"]["with_repetitions"][0] >= 0.9, a["topk_check"]
   assert a["topk_check"]["num_tokens"] > 48
   # Adversarial training ran through all its global iterations with finite losses.
-  assert points == {"A": 264, "B": 290, "C": 298, "D": 324}
-  assert d["step"] == 324
+  assert points == report.report_points(_config(**E2E)) == {"A": 264, "B": 290, "C": 298,
+                                                             "D": 324}
+  assert d["step"] == 324 and suites["topk_gan_fig3"]["not_reached"] == {}
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   adv = [r for r in rows if r["split"] == "train" and r["stage"] == "adversarial"]
   assert adv and all(math.isfinite(v) for r in adv for k, v in r.items()
@@ -445,10 +502,12 @@ def test_end_to_end_tiny_demo(tmp_path):
   replayed = final["extra"]["replay"]
   assert int(replayed["count"]) == 64 and int(replayed["cursor"]) == (4 + 4 * 2) * 8 % 64
   # ... and it changed the responses (distinct-n is reported for both models).
-  changed = sum(x != y for x, y in zip(a["responses"], d["responses"]))
-  assert changed >= 2, (a["responses"], d["responses"])
-  for model in (a, d):
-    assert {"distinct_1", "distinct_2", "mean_length"} <= set(model["diversity"])
+  diversity = suites["topk_gan_diversity"]["models"]
+  changed = sum(x != y for x, y in zip(diversity["A"]["responses"], diversity["D"]["responses"]))
+  assert changed >= 2, (diversity["A"]["responses"], diversity["D"]["responses"])
+  for label in "AD":
+    assert {"distinct_1", "distinct_2", "mean_length"} <= set(diversity[label])
+    assert f"{label}/distinct_2" in suites["topk_gan_diversity"]["values"]
   for label in "ABCD":
-    assert len(report["models"][label]["table"]) == 5
-  assert os.path.exists(tmp_path / "plots" / "topk_check_A.png")
+    assert len(table[label]["responses"]) == 5
+  assert os.path.exists(tmp_path / "eval" / "topk_check_A.png")

@@ -108,6 +108,23 @@ def stage(step: str, num_steps: int, learning_rate: float, **extra) -> ml_collec
   return ml_collections.ConfigDict(fields)
 
 
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+  """A run's saved ``config.json`` as a ConfigDict, with the shared fields it lacks (added to
+  vedgan after the run started) taken from :func:`base_config` and :func:`stage`."""
+  config = base_config().to_dict()
+
+  def merge(base, new):
+    for k, v in new.items():
+      base[k] = merge(dict(base.get(k, {})), v) if isinstance(v, dict) else v
+    return base
+
+  config = merge(config, saved)
+  defaults = stage("", 0, 0.0).to_dict()
+  for name, fields in config.get("stages", {}).items():
+    config["stages"][name] = {**defaults, **fields}
+  return ml_collections.ConfigDict(config)
+
+
 def parse_cycle(step: str) -> list[tuple[str, int]]:
   """``"disc*5,gen*1"`` -> ``[("disc", 5), ("gen", 1)]``; ``"mle"`` -> ``[("mle", 1)]``."""
   cycle = []
@@ -169,11 +186,11 @@ def validate(config, step_names) -> None:
       ("data.max_response_len", config.data.max_response_len, lambda v: int(v) >= 2,
        "must be >= 2: it counts the end-of-sequence token"),
       ("data.context_turns", config.data.context_turns, lambda v: int(v) >= 1, "must be >= 1"),
-      ("train.nonfinite", config.train.get("nonfinite", "stop"),
+      ("train.nonfinite", config.train.nonfinite,
        lambda v: v in ("stop", "skip"), "must be 'stop' or 'skip'"),
-      ("train.max_consecutive_skips", config.train.get("max_consecutive_skips", 20),
+      ("train.max_consecutive_skips", config.train.max_consecutive_skips,
        lambda v: int(v) >= 1, "must be >= 1"),
-      ("train.steps_per_call", config.train.get("steps_per_call", 1), lambda v: int(v) >= 1,
+      ("train.steps_per_call", config.train.steps_per_call, lambda v: int(v) >= 1,
        "must be >= 1; 1 runs one step per jitted call"),
   ]
   for name, value, ok, *rule in checks:

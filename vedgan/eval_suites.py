@@ -41,10 +41,9 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 
-from vedgan import metrics, parallel
+from vedgan import configlib, metrics, parallel
 from vedgan.metrics import text as text_lib
 from vedgan.errors import CheckpointError, ConfigError, DataError, VedganError
 
@@ -78,6 +77,10 @@ class EvalOptions:
       (a key of :data:`TOKENIZATIONS`).
     seed: decoding RNG seed (sampling).
     batch_size: decoding batch; 0 = ``config.train.eval_batch_size``.
+    plot_context: collaborative_ved_fig3: the validation example whose context is
+      plotted; -1 = the context with the most distinct responses.
+    compare_workdirs: further run directories that multi-run suites (latent_gan_fig3,
+      latent_gan_fig4, latent_gan_table2) compare with ``workdir``.
   """
   split: str = "validation"
   num_samples: int = 0
@@ -92,6 +95,8 @@ class EvalOptions:
   tokenization: str = "word"
   seed: int = 0
   batch_size: int = 0
+  plot_context: int = -1
+  compare_workdirs: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -136,12 +141,19 @@ def register_suite(name: str, decodes: bool = True):
   return wrap
 
 
+def _load_paper_suites() -> None:
+  """Imports :mod:`vedgan.papers`: each paper's ``report.py`` registers its suites."""
+  import vedgan.papers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+
 def known_suites() -> tuple[str, ...]:
+  _load_paper_suites()
   return tuple(_SUITES)
 
 
 def parse_suites(suites: str | Iterable[str]) -> tuple[str, ...]:
   """``"a,b"`` or ``["a", "b"]`` -> validated, de-duplicated names, in order."""
+  _load_paper_suites()
   if isinstance(suites, str):
     suites = suites.split(",")
   names = []
@@ -215,7 +227,7 @@ def load_run_config(workdir: str):
     raise CheckpointError(f"{path} is unreadable ({e})") from None
   if not isinstance(saved, dict) or "objective" not in saved:
     raise CheckpointError(f"{path} is not a vedgan run config (no 'objective' field)")
-  return workdir, ml_collections.ConfigDict(saved)
+  return workdir, configlib.with_defaults(saved)
 
 
 def has_checkpoint(workdir: str) -> bool:

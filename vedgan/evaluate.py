@@ -44,6 +44,10 @@ flags.DEFINE_string("tokenization", "word", "How responses and references become
                     "BLEU and diversity: " + ", ".join(eval_suites.TOKENIZATIONS) + ".")
 flags.DEFINE_integer("seed", 0, "Decoding RNG seed.")
 flags.DEFINE_integer("batch_size", 0, "Decoding batch size; 0 = config.train.eval_batch_size.")
+flags.DEFINE_integer("plot_context", -1, "collaborative_ved_fig3: the validation example whose "
+                     "context is plotted; -1 = the one with the most distinct responses.")
+flags.DEFINE_list("compare_workdirs", [], "Further run directories compared with --workdir "
+                  "by multi-run suites (latent_gan_fig3, latent_gan_fig4, latent_gan_table2).")
 flags.DEFINE_bool("debug_errors", False, "Show full tracebacks for user errors.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -66,7 +70,8 @@ def main(argv):
         temperature=FLAGS.temperature, top_k=FLAGS.top_k, beam_width=FLAGS.beam_width,
         length_penalty=FLAGS.length_penalty, temperatures=_temperatures(FLAGS.temperatures),
         word_vectors=FLAGS.word_vectors, max_n=FLAGS.max_n, tokenization=FLAGS.tokenization,
-        seed=FLAGS.seed, batch_size=FLAGS.batch_size)
+        seed=FLAGS.seed, batch_size=FLAGS.batch_size, plot_context=FLAGS.plot_context,
+        compare_workdirs=tuple(FLAGS.compare_workdirs))
   except (VedganError, FileNotFoundError, PermissionError) as e:
     if FLAGS.debug_errors:
       raise

@@ -134,7 +134,7 @@ def _initialize_distributed(config, join: bool = True) -> None:
   from vedgan.errors import ConfigError  # pylint: disable=import-outside-toplevel
   names = (("coordinator_address", "JAX_COORDINATOR_ADDRESS"),
            ("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID"))
-  if not config.train.get("distributed", False):
+  if not config.train.distributed:
     if any(FLAGS[name].present for name, _ in names):
       raise ConfigError("--coordinator_address/--num_processes/--process_id need "
                         "--config.train.distributed=True")

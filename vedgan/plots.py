@@ -24,22 +24,24 @@ stage end leaves out because it needs far more samples or the whole split)::
 
   mojitalk           latent_kl.png (KL + annealing weight), rl_reward.png (R, baseline r,
                      advantage R - r, alpha), classifier_per_label.png (Fig. 1, after the
-                     classifier stage).  CLI: python -m vedgan.objectives.mojitalk --workdir W
+                     classifier stage).  CLI: python -m vedgan.evaluate --workdir W
+                     --suite mojitalk_table2,mojitalk_classifier
   happybot           rl_reward.png (reward, baseline MSE, mean |R - b|, mixed loss),
                      reward_distribution.png (greedy responses, after mle / multiseq / rl).
-                     CLI: python -m vedgan.objectives.happybot --config C --workdir W
+                     CLI: python -m vedgan.evaluate --workdir W
+                     --suite happybot_table2,happybot_variance
   collaborative_ved  latent_kl.png (KL + KL weight or keep rate, active units, MI),
                      latent_kl_per_dim.png (KL and Var[E_q z] per dimension).
-                     CLI (Fig. 3 projection): python -m vedgan.objectives.collaborative_ved
-                     --workdir W
+                     CLI (Fig. 3 projection): python -m vedgan.evaluate --workdir W
+                     --suite collaborative_ved_fig3
   latent_gan         gan.png (D / G losses, D accuracy on real / fake, reconstruction),
                      diversity_vs_temperature.png (distinct-n of 64 samples vs tau_2).
-                     CLI (Fig. 2 quality-diversity): python -m vedgan.objectives.latent_gan_sweep
-                     --workdirs W --out DIR
+                     CLI (Fig. 3/4 quality-diversity, Table 2): python -m vedgan.evaluate
+                     --workdir W --compare_workdirs W2 --suite latent_gan_fig3,latent_gan_table2
   topk_gan           gan.png (D / G losses, D accuracy, D on human / generated / top-k),
                      topk_nn_check.png (Fig. 3 on one validation batch, after mle_pretrain and
-                     adversarial).  CLI: python -m vedgan.objectives.topk_gan_report
-                     --config C --workdir W
+                     adversarial).  CLI (Fig. 3, Table 1): python -m vedgan.evaluate
+                     --workdir W --suite topk_gan_fig3,topk_gan_table1,topk_gan_diversity
 
 ``config.train.eval_plots = False`` turns the evaluation
 plots off; the curves stay. With several processes they are always off.
@@ -264,7 +266,7 @@ def stage_end(workdir: str, objective: Any = None, state: Any = None, inputs: An
     evaluation = evaluation and jax.process_count() == 1
     train_config = getattr(getattr(objective, "config", None), "train", None)
     if train_config is not None and hasattr(train_config, "get"):
-      evaluation = evaluation and bool(train_config.get("eval_plots", True))
+      evaluation = evaluation and bool(train_config.eval_plots)
     if evaluation and state is not None and hasattr(objective, "stage_end_plots"):
       t0, c0 = time.perf_counter(), time.process_time()
       try:

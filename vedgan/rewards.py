@@ -12,7 +12,10 @@ A reward scores a batch of generated responses inside the jitted RL step::
 * ``response``: ``[B, T]`` int32 generated tokens after BOS, EOS included,
   PAD (0) after EOS (the :mod:`vedgan.decode` convention).
 
-The value is treated as data: the RL loss stops its gradient.
+The value is treated as data: the RL loss stops its gradient. HappyBot's ``rl``
+step (:mod:`vedgan.papers.happybot.algorithm`) builds ``config.stages.rl.reward``
+once with :func:`get` and calls it on each step's rollouts; its evaluation scores
+greedy responses with ``lookahead`` and ``current``.
 
 Built-in rewards (names for ``config.stages.rl.reward``):
 

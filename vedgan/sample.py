@@ -123,7 +123,7 @@ def resolve_settings(config, mode: str | None = None, temperature: float | None 
                      top_k=int(pick(top_k, d.top_k)),
                      beam_width=int(pick(beam_width, d.beam_width)),
                      length_penalty=float(pick(length_penalty, d.length_penalty)),
-                     max_len=int(pick(max_len, config.data.get("max_response_len", 24))))
+                     max_len=int(pick(max_len, config.data.max_response_len)))
   check_mode(s.mode)
   check_temperature(s.temperature)
   if s.top_k < 0:

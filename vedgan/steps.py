@@ -52,6 +52,14 @@ class Weighted(NamedTuple):
   total: Array
   count: Array
 
+  @classmethod
+  def of_shares(cls, value: Array) -> "Weighted":
+    """``value`` is already this device's share of a global quantity (the shares sum to
+    it over devices, e.g. a sum of :meth:`StepContext.share` terms with different
+    normalisers): the count sums to 1 over devices, so the global value is the sum of
+    the shares and the gradient is theirs."""
+    return cls(value, 1.0 / parallel.psum(jnp.float32(1.0)))
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -116,6 +124,11 @@ class StepContext:
     """This step's key, distinct per device: ``fold_in(step_key, device index)``."""
     return parallel.device_rng(self.state.step_key())
 
+  def salted_key(self, salt: int) -> Array:
+    """``fold_in(state.step_key(salt), device index)``: a step key by an integer salt
+    (:attr:`rng` is salt 0)."""
+    return parallel.device_rng(self.state.step_key(salt))
+
   def key(self, name: str) -> Array:
     """A key for ``name`` (``fold_in(rng, crc32(name))``): independent of other names."""
     return jax.random.fold_in(self.rng, zlib.crc32(name.encode()) & 0x7FFFFFFF)
@@ -133,6 +146,11 @@ class StepContext:
   def global_sum(x):
     """``x`` summed over devices."""
     return parallel.psum(x)
+
+  @staticmethod
+  def share(total: Array, count: Array) -> Array:
+    """This device's share of the global mean ``psum(total) / max(psum(count), 1)``."""
+    return total / jnp.maximum(parallel.psum(count), 1.0)
 
 
 Trains = Union[tuple[str, ...], Callable[[Any], tuple[str, ...]]]
