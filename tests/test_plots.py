@@ -183,11 +183,11 @@ def test_latent_gan_diversity_plot_counts_its_own_samples(tmp_path):
   state = jax.jit(obj.init)(jax.random.key(0), batch)
   taus, n, seed = (0.0, 1.0, 3.0), report.PLOT_SAMPLES, 5
   curves = report.diversity_by_temperature(obj, state, taus, n, seed)
-  for i, tau in enumerate(taus):  # recount from the raw token rows
+  for i, tau in enumerate(taus):  # recount from the raw token rows (<unk> = id 1: one word)
     sents = []
     for row in obj.sample(state, n, jax.random.key(seed), tau, chunk=n).tolist():
       row = row[:row.index(5)] if 5 in row else row
-      sents.append([f"w{t}" for t in row if t > 5])
+      sents.append(["<unk>" if t == 1 else f"w{t}" for t in row if t > 5 or t == 1])
     uni = [w for s in sents for w in s]
     bi = [tuple(s[j:j + 2]) for s in sents for j in range(len(s) - 1)]
     assert curves["distinct-1"][i] == pytest.approx(len(set(uni)) / len(uni) if uni else 0.0)

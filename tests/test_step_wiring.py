@@ -15,7 +15,8 @@ from vedgan import notebook, parallel, train
 
 # (config file, variant): every objective, and the variants whose steps train other networks.
 CASES = [("seq2seq", "demo"), ("mojitalk", "demo"), ("happybot", "demo"),
-         ("collaborative_ved", "demo"), ("collaborative_ved", "co_ss"), ("latent_gan", "demo"),
+         ("collaborative_ved", "demo"), ("collaborative_ved", "co_ss_joint,demo"),
+         ("collaborative_ved", "hred,demo"), ("latent_gan", "demo"),
          ("latent_gan", "mle_demo"), ("topk_gan", "demo")]
 
 

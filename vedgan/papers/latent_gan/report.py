@@ -43,7 +43,7 @@ import jax
 import numpy as np
 
 from vedgan import eval_suites, metrics
-from vedgan.errors import ConfigError
+from vedgan.errors import ConfigError, VedganError
 from vedgan.metrics import text as text_lib
 from vedgan.papers.latent_gan import data
 from vedgan.papers.latent_gan.sampling import SentenceObjective
@@ -123,28 +123,40 @@ def _label(config, style: str) -> str:
 @contextlib.contextmanager
 def _models(run: eval_suites.EvalRun, style: str):
   """``run`` and every ``--compare_workdirs`` run as :class:`Model` s (opened read-only,
-  closed on exit)."""
+  closed on exit), in that order; for ``style="fig4"`` GAN runs by lambda, then MLE."""
   with contextlib.ExitStack() as stack:
     opened = [run]
     for workdir in run.options.compare_workdirs:
-      other = eval_suites.open_run(workdir, run.options, decoding=False)
+      try:
+        other = eval_suites.open_run(workdir, run.options, decoding=False)
+      except VedganError as e:
+        raise type(e)(f"--compare_workdirs {workdir}: {e}") from None
       stack.callback(other.trainer.close)
       opened.append(other)
     models, labels = [], set()
     for r in opened:
-      if not isinstance(r.objective, SentenceObjective):
-        raise ConfigError(f"{r.workdir} trains {r.config.objective!r}; the latent_gan suites "
-                          "compare latent_gan and lstm_lm runs")
+      _check(r)
       label = _label(r.config, style)
       if label in labels:
         label = f"{label} ({os.path.basename(r.workdir)})"
       labels.add(label)
       models.append(Model(label, r.objective, r.trainer.state, r.step, r.workdir))
+    if style == "fig4":
+      models.sort(key=lambda m: (m.config.objective == "lstm_lm",
+                                 float(m.config.model.recon_weight)
+                                 if m.config.objective == "latent_gan" else 0.0))
     yield models
+
+
+def _check(run: eval_suites.EvalRun) -> None:
+  if not isinstance(run.objective, SentenceObjective):
+    raise ConfigError(f"{run.workdir} trains {run.config.objective!r}; the latent_gan suites "
+                      "compare latent_gan and lstm_lm runs")
 
 
 def _settings(run: eval_suites.EvalRun) -> dict[str, Any]:
   """Samples, temperatures, BLEU orders and seed of the suites (see the module docstring)."""
+  _check(run)
   sw = run.config.sweep
   temperatures = tuple(float(t) for t in run.options.temperatures)
   if temperatures == tuple(eval_suites.EvalOptions().temperatures):
@@ -216,11 +228,11 @@ def quality_diversity(run: eval_suites.EvalRun, suite: str) -> eval_suites.Suite
   train = training_point(run, references, n, s["seed"], s["orders"])
   values[f"training data: -BLEU-{order}"] = train["negative_bleu"][key]
   values[f"training data: Self-BLEU-{order}"] = train["self_bleu"][key]
-  figure = "Fig. 3 (ours vs MLE)" if suite.endswith("fig3") else "Fig. 4 (lambda ablation)"
+  figure = "Fig. 3: ours vs MLE" if suite.endswith("fig3") else "Fig. 4: weight λ"
   png = metrics.plot_quality_diversity(
       sweeps, os.path.join(run.eval_dir, f"{suite}.png"), order=order,
       extra_points={"training data": (train["negative_bleu"][key], train["self_bleu"][key])},
-      title=f"Kojima et al. {figure}: {n} samples per tau_2")
+      title=f"Kojima et al. {figure}, {n} samples / τ2")
   shown = ", ".join(f"{label} {g['distinct_sentences']}/{g['num_samples']}"
                     for label, g in greedy.items())
   summary = (f"{len(sweeps)} runs x {len(s['temperatures'])} temperatures, {n} samples each; "
