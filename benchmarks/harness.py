@@ -1,9 +1,10 @@
 """Benchmark harness: vedgan train steps built through the library, timed and costed.
 
 The steps are built exactly as training builds them: the config file and variant
-(:mod:`vedgan.configlib`), the registered objective, ``Objective.step_builders``
-for the stage, and :func:`vedgan.parallel.data_parallel` on a 1-D mesh (donated
-state). Only the data is synthetic: a full-length random batch with every field
+(:mod:`vedgan.configlib`), the registered objective, its step spec turned into
+the update by the driver (:func:`vedgan.train.step_function`: the stage's plan,
+:func:`vedgan.steps.build_update`, :func:`vedgan.parallel.data_parallel` on a 1-D
+mesh, donated state). Only the data is synthetic: a full-length random batch with every field
 any objective reads (``context[B, S]``, ``response_in/out[B, T]``, ``tokens_in/out``,
 ``turns[B, N, L]``, labels...), so no corpus has to be prepared.
 
@@ -45,7 +46,6 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-posi
 
 from vedgan import parallel, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vedgan.errors import ConfigError  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vedgan import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vedgan.objective import get_objective_class  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 

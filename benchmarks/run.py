@@ -17,7 +17,7 @@ Sections of the JSON (``--markdown`` also prints the tables of docs/benchmarks.m
   timed round-robin in this process (same threads), with the tokens/s ratio and
   the issue's target;
 * ``objectives``: each objective's main train step(s) built through
-  ``Objective.step_builders`` + ``parallel.data_parallel``: compile time, step
+  :func:`vedgan.train.step_function` (the driver's update): compile time, step
   time, tokens/s, XLA FLOPs, memory analysis, analytic model FLOPs and
   utilisation of the measured peak;
 * ``growth``: step time against batch, length, hidden size and vocabulary with a

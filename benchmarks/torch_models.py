@@ -6,7 +6,7 @@ Each model does the same arithmetic as the vedgan step it is compared with, at t
 same sizes, so the ratio of their tokens/s measures the implementations, not the
 models:
 
-* :class:`Seq2SeqStep` -- ``vedgan.objectives.seq2seq`` step ``mle``: embeddings
+* :class:`Seq2SeqStep` -- ``vedgan.papers.seq2seq`` step ``mle``: embeddings
   ``[B, S, E]`` -> bidirectional GRU encoder (``[B, S, 2H]``) -> memory projection
   and Luong "general" keys (``[B, S, H]``); ``h_0 = tanh(W_b [h_fwd; h_bwd])``; a
   GRU decoder over the teacher-forced ``response_in[B, T]`` (no input feeding, so

@@ -20,9 +20,11 @@ import sys
 import pytest
 
 from vedgan import losses, relax, schedules
+from vedgan.losses import gan, latent, rl, sequence
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-MODULES = (relax, losses, schedules)
+# vedgan.losses is a package: its functions (and examples) live in one module per family.
+MODULES = (relax, sequence, latent, rl, gan, schedules)
 # Public names that are types rather than functions.
 NOT_FUNCTIONS = {"TopKEmbedding", "Schedule"}
 CITATION = re.compile(r"Eq\. ?\d|Fig\. ?\d|Algorithm \d|Sec\. ?\d|et al\.")
@@ -87,6 +89,12 @@ def test_docs_losses_md_code_runs(example_report):
   docs = example_report["docs"]
   assert docs["error"] is None, docs["error"]
   assert docs["blocks"] >= 5
+
+
+def test_the_losses_package_exports_every_family():
+  assert sorted(losses.__all__) == sorted(
+      name for m in (sequence, latent, rl, gan) for name in m.__all__)
+  assert all(hasattr(losses, name) for name in losses.__all__)
 
 
 def test_docs_losses_md_mentions_every_public_name():

@@ -152,8 +152,11 @@ def test_bad_inputs_are_one_line_errors_that_write_nothing(run_copy, tmp_path):
   before = _snapshot(run_copy, skip=())
   proc = _cli("--workdir", run_copy, "--suite", "likelihood,nope")
   assert proc.returncode == 2
+  known = eval_suites.known_suites()  # the generic suites first, then the papers'
+  assert known[:5] == ("likelihood", "bleu", "diversity", "embedding", "sweep")
+  assert "mojitalk_table2" in known and "topk_gan_fig3" in known
   assert _error_lines(proc) == ["vedgan: error: unknown suite 'nope'; --suite takes a comma "
-                                "list of likelihood, bleu, diversity, embedding, sweep"]
+                                f"list of {', '.join(known)}"]
   assert _snapshot(run_copy, skip=()) == before
 
   missing = tmp_path / "missing"

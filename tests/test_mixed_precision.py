@@ -105,11 +105,9 @@ def _run(name, dtype, num_steps):
 
   def counted(state, batch):
     traces.append(1)
-    if hasattr(obj, "steps"):  # a step spec: the driver's own update, in a stage from step 0
-      span = StageSpan(step_name, stage, 0, 1 << 30, ((step_name, 1),))
-      return train.per_device_step(obj, step_name, span, Plan((span,)), state.params)(state,
-                                                                                        batch)
-    return obj.step_builders[step_name](stage, 0)(state, batch)
+    # the driver's own update of the step spec, in a stage from step 0
+    span = StageSpan(step_name, stage, 0, 1 << 30, ((step_name, 1),))
+    return train.per_device_step(obj, step_name, span, Plan((span,)), state.params)(state, batch)
 
   mesh = parallel.make_mesh(jax.devices()[:1])
   step = parallel.data_parallel(counted, mesh, donate_state=False)

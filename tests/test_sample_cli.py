@@ -11,6 +11,7 @@ import json
 import pathlib
 import shutil
 
+import jax
 import numpy as np
 import pytest
 import tiny_runs
@@ -76,7 +77,9 @@ def test_greedy_text_is_the_teacher_forced_argmax(s2s):
   # The batch the CLI decoded: its inputs padded with copies of the first to MIN_BATCH rows.
   batch = gen.inputs.encode_contexts(gen.config, contexts + [contexts[0]] * 6)
   assert len(batch) == sample.MIN_BATCH
-  decoded = np.asarray(gen.objective.generate(gen.state, batch, mode="greedy").tokens)
+  decoded = np.asarray(gen.objective.generate(
+      gen.state, {"context": batch}, jax.random.key(0),
+      gen.objective.decode_options(mode="greedy")).tokens)
   for i, line in enumerate(lines[1::2]):
     ids, out = batch[i:i + 1], decoded[i].tolist()
     assert line == "  " + tok.decode(out)

@@ -2,7 +2,7 @@
 
 Every config is an ``ml_collections.ConfigDict`` with these sections:
 
-* ``objective``: registry name (see :mod:`vedgan.objectives`);
+* ``objective``: registry name (see :mod:`vedgan.papers`);
 * ``seed``;
 * ``data``: dataset, context handling, lengths and buckets;
 * ``tokenizer``: kind and vocabulary size;

@@ -9,7 +9,8 @@ JSON file per suite, plus plots, into ``WORKDIR/eval/``::
                                  num_samples=500, temperatures=(0.0, 0.5, 1.0))
     out["bleu"]["values"]          # {"corpus_bleu": ..., "bleu": ...}
 
-Suites (``SUITES``; more can be added with :func:`register_suite`):
+Generic suites (:mod:`vedgan.dialogue_suites`; each paper registers its tables and
+figures in ``vedgan/papers/<paper>/report.py``; more with :func:`register_suite`):
 
 * ``likelihood``: the objective's validation statistics (token NLL,
   perplexity, ...) over the whole split, from summed statistics;
@@ -48,6 +49,7 @@ from vedgan.metrics import text as text_lib
 from vedgan.errors import CheckpointError, ConfigError, DataError, VedganError
 
 DEFAULT_SUITES = ("likelihood", "bleu", "diversity")
+GENERIC_SUITES = ("likelihood", "bleu", "diversity", "embedding", "sweep")
 DECODE_MODES = ("greedy", "sample", "beam")
 
 TOKENIZATIONS = text_lib.TOKENIZATIONS
@@ -141,19 +143,24 @@ def register_suite(name: str, decodes: bool = True):
   return wrap
 
 
-def _load_paper_suites() -> None:
-  """Imports :mod:`vedgan.papers`: each paper's ``report.py`` registers its suites."""
+def _load_suites() -> None:
+  """Imports the modules that register suites: :mod:`vedgan.dialogue_suites` (the generic
+  ones) and :mod:`vedgan.papers` (each paper's ``report.py``)."""
+  import vedgan.dialogue_suites  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   import vedgan.papers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
 
 
 def known_suites() -> tuple[str, ...]:
-  _load_paper_suites()
-  return tuple(_SUITES)
+  """Every registered suite: the generic ones (:data:`GENERIC_SUITES`) first, then the
+  papers' in alphabetical order (the same order whatever was imported first)."""
+  _load_suites()
+  generic = [n for n in GENERIC_SUITES if n in _SUITES]
+  return tuple(generic + sorted(n for n in _SUITES if n not in GENERIC_SUITES))
 
 
 def parse_suites(suites: str | Iterable[str]) -> tuple[str, ...]:
   """``"a,b"`` or ``["a", "b"]`` -> validated, de-duplicated names, in order."""
-  _load_paper_suites()
+  _load_suites()
   if isinstance(suites, str):
     suites = suites.split(",")
   names = []
@@ -165,9 +172,9 @@ def parse_suites(suites: str | Iterable[str]) -> tuple[str, ...]:
   if unknown:
     raise ConfigError(f"unknown suite{'s' if len(unknown) > 1 else ''} "
                       f"{', '.join(map(repr, unknown))}; --suite takes a comma list of "
-                      f"{', '.join(_SUITES)}")
+                      f"{', '.join(known_suites())}")
   if not names:
-    raise ConfigError(f"--suite is empty; choose from {', '.join(_SUITES)}")
+    raise ConfigError(f"--suite is empty; choose from {', '.join(known_suites())}")
   return tuple(names)
 
 
@@ -470,158 +477,6 @@ def open_run(workdir: str, options: EvalOptions, decoding: bool = True) -> EvalR
   except BaseException:
     trainer.close()
     raise
-
-
-# ----------------------------------------------------------------------------
-# The suites
-# ----------------------------------------------------------------------------
-
-
-def _fmt(x: float) -> str:
-  return f"{x:.4g}"
-
-
-@register_suite("likelihood", decodes=False)
-def likelihood_suite(run: EvalRun) -> SuiteOutput:
-  """The objective's evaluation over the whole split (``Trainer.evaluate``)."""
-  values = {k: float(v) for k, v in run.trainer.evaluate().items()}
-  tok = run.tokenizer
-  enc = run.trainer.inputs.validation[run.objective.EVAL_STREAM]
-  settings = {"metric": "likelihood", "objective": run.config.objective,
-              "quantity": "teacher-forced NLL of the reference responses (EOS included), "
-                          "summed over the split, per token; perplexity = exp(nll)",
-              "tokenization": f"sentencepiece {tok.fingerprint[:16]}",
-              "split": run.split, "eval_batches": "all",
-              "implementation": metrics.IMPLEMENTATION_VERSION}
-  if hasattr(enc, "context") and hasattr(enc, "response"):
-    settings["num_examples"] = len(enc)
-    settings["num_tokens"] = int(sum(len(r) + 1 for r in enc.response))
-    settings["max_context_len"] = int(enc.max_context_len)
-    settings["max_response_len"] = int(enc.max_response_len)
-    settings["reference_hash"] = metrics.corpus_hash(
-        [list(c) + [-1] + list(r) for c, r in zip(enc.context, enc.response)], ordered=False)
-  head = "perplexity" if "perplexity" in values else next(iter(values))
-  result = metrics.MetricResult("likelihood", values[head], dict(settings, value=head),
-                                dict(values))
-  shown = " ".join(f"{k} {_fmt(v)}" for k, v in values.items())
-  return SuiteOutput(values, {"likelihood": result}, shown)
-
-
-@register_suite("bleu")
-def bleu_suite(run: EvalRun) -> SuiteOutput:
-  """Corpus BLEU (paired references) and Texygen BLEU (the whole reference set)."""
-  n = int(run.options.max_n)
-  hyps = run.hypothesis_words()
-  refs_all = run.reference_words()
-  refs = refs_all[:len(hyps)]
-  label = run.tokenization_label
-  corpus = metrics.corpus_bleu_report(hyps, [[r] for r in refs], max_n=n, tokenization=label)
-  texygen = metrics.bleu_report(hyps, refs_all, max_n=n, tokenization=label)
-  run.write_responses()
-  values = {"corpus_bleu": float(corpus.value), "bleu": float(texygen.value)}
-  g = run.generation
-  summary = (f"corpus BLEU-{n} {_fmt(corpus.value)} | Texygen BLEU-{n} {_fmt(texygen.value)} "
-             f"({len(hyps)} {g['mode']} responses vs {len(refs_all)} references)")
-  return SuiteOutput(values, {"corpus_bleu": corpus, "bleu": texygen}, summary,
-                     generation=run.generation_record())
-
-
-@register_suite("diversity")
-def diversity_suite(run: EvalRun) -> SuiteOutput:
-  """Distinct-1/2, average length and Self-BLEU of the generated responses."""
-  n = int(run.options.max_n)
-  hyps = run.hypothesis_words()
-  if len(hyps) < 2:
-    raise ConfigError(f"the diversity suite needs at least 2 responses, got {len(hyps)}; "
-                      "raise --num_samples")
-  label = run.tokenization_label
-  div = metrics.diversity_report(hyps, orders=(1, 2), tokenization=label)
-  sb = metrics.self_bleu_report(hyps, max_n=n, tokenization=label)
-  run.write_responses()
-  values = {"distinct_1": float(div.details["distinct_1"]),
-            "distinct_2": float(div.details["distinct_2"]),
-            "average_length": float(div.details["average_length"]),
-            "self_bleu": float(sb.value)}
-  summary = (f"distinct-1 {_fmt(values['distinct_1'])} distinct-2 {_fmt(values['distinct_2'])} "
-             f"Self-BLEU-{n} {_fmt(values['self_bleu'])} average length "
-             f"{_fmt(values['average_length'])} ({len(hyps)} {run.generation['mode']} responses)")
-  return SuiteOutput(values, {"diversity": div, "self_bleu": sb}, summary,
-                     generation=run.generation_record())
-
-
-@register_suite("embedding")
-def embedding_suite(run: EvalRun) -> SuiteOutput:
-  """Embedding Average / Greedy / Extrema of each response vs its reference."""
-  tok = run.tokenizer
-  path = run.options.word_vectors
-  if path is None:  # the model's own table, on token ids
-    table = np.asarray(jax.device_get(run.objective.word_embeddings(run.trainer.state)),
-                       np.float32)
-    vectors = metrics.WordVectors(
-        table, None, source=f"model input embedding table ({run.config.objective}, "
-                            f"step {run.step})")
-    hyps = run.hypothesis_ids()
-    refs = [tok.encode(r) for _, r in run.pairs[:len(hyps)]]
-    ignore = (tok.pad_id, tok.bos_id, tok.eos_id)
-    label = f"sentencepiece ids {tok.fingerprint[:16]}"
-  else:  # a word-vector file, on words
-    hyps = run.hypothesis_words()
-    refs = run.reference_words()[:len(hyps)]
-    try:
-      vectors = metrics.load_word_vectors(path, vocabulary={w for s in hyps + refs for w in s})
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-      raise DataError(f"--word_vectors {path} cannot be read ({e})") from None
-    ignore = ()
-    label = run.tokenization_label
-  report = metrics.embedding_report(hyps, refs, vectors, ignore=ignore, tokenization=label)
-  run.write_responses()
-  d = report.details
-  values = {"average": float(d["average"]), "greedy": float(d["greedy"]),
-            "extrema": float(d["extrema"]), "oov_rate": float(d["oov_rate"])}
-  summary = (f"Average {_fmt(values['average'])} Greedy {_fmt(values['greedy'])} "
-             f"Extrema {_fmt(values['extrema'])} (vectors: {vectors.source}; "
-             f"OOV {values['oov_rate']:.1%}; {len(hyps)} pairs)")
-  return SuiteOutput(values, {"embedding": report}, summary, generation=run.generation_record())
-
-
-@register_suite("sweep")
-def sweep_suite(run: EvalRun) -> SuiteOutput:
-  """Quality-diversity curve over the sampling temperatures (0 = greedy)."""
-  n = int(run.options.max_n)
-  orders = tuple(sorted({2, 3, 4, 5, n}))
-  num = run.num_samples
-
-  def generate(temperature: float, num_samples: int, seed: int):
-    mode = "greedy" if temperature == 0 else "sample"
-    ids = run.decode_ids(mode, temperature if temperature > 0 else 1.0, num_samples, seed)
-    return [run.words(run.tokenizer.decode(x)) for x in ids]
-
-  name = f"{os.path.basename(run.workdir)} (step {run.step})"
-  sweep = metrics.quality_diversity_sweep(
-      generate, [float(t) for t in run.options.temperatures], run.reference_words(),
-      num_samples=num, seed=int(run.options.seed), orders=orders, name=name,
-      tokenization=run.tokenization_label)
-  png = metrics.plot_quality_diversity(
-      sweep, os.path.join(run.eval_dir, "quality_diversity.png"), order=n,
-      title=f"{run.config.objective}: {run.split}, {num} responses per temperature")
-  values = {}
-  for p in sweep["points"]:
-    values[f"bleu_{n}@{p['temperature']:g}"] = p["bleu"][str(n)]
-    values[f"self_bleu_{n}@{p['temperature']:g}"] = p["self_bleu"][str(n)]
-  pts = sweep["points"]
-  summary = (f"{len(pts)} temperatures {pts[0]['temperature']:g}..{pts[-1]['temperature']:g}, "
-             f"BLEU-{n} {_fmt(pts[0]['bleu'][str(n)])}..{_fmt(pts[-1]['bleu'][str(n)])}, "
-             f"Self-BLEU-{n} {_fmt(pts[0]['self_bleu'][str(n)])}.."
-             f"{_fmt(pts[-1]['self_bleu'][str(n)])} ({num} responses each) -> "
-             f"{os.path.relpath(png, run.workdir)}")
-  generation = run.generation_record(mode="greedy at temperature 0, else sample",
-                                     temperature=None, temperatures=list(sweep["settings"][
-                                         "temperatures"]))
-  # The sweep's own fields stay at the top level so that metrics.load_sweep and
-  # metrics.plot_quality_diversity read eval/sweep.json directly.
-  return SuiteOutput(values, {}, summary, generation=generation,
-                     extra={"name": sweep["name"], "settings": sweep["settings"],
-                            "points": sweep["points"]}, plots=[png])
 
 
 # ----------------------------------------------------------------------------

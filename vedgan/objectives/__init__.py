@@ -1,1 +1,0 @@
-"""Objectives being moved to vedgan.papers (see docs/architecture.md)."""
