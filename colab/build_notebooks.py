@@ -145,21 +145,21 @@ print(train.dry_run(config, WORKDIR))""", "config"),
 ## Sample
 
 The run is reopened read-only from its latest checkpoint
-(`notebook.open_run`); `objective.generate` decodes a batch of contexts
-greedily, by sampling (temperature, top-k) or by beam search."""),
+(`notebook.open_run`); `objective.prompt_batch` encodes the contexts and
+`objective.generate` decodes them greedily, by sampling (temperature, top-k) or
+by beam search, as `DecodeOptions` say."""),
         code("""\
 import jax
 
 CONTEXTS = ["hi, how are you?", "what is your favourite book?", "do you like music?",
             "tell me a joke"]
 with notebook.open_run(WORKDIR) as run:
-  ids = run.inputs.encode_contexts(run.config, CONTEXTS)
+  batch = run.objective.prompt_batch(run.inputs, CONTEXTS)
   for mode in ("greedy", "sample", "beam"):
-    out = run.objective.generate(run.state, ids, rng=jax.random.key(0), mode=mode,
-                                 temperature=0.7, beam_width=4)
+    options = run.objective.decode_options(mode=mode, temperature=0.7, beam_width=4)
+    out = run.objective.generate(run.state, batch, jax.random.key(0), options)
     print(f"--- {mode}")
-    for context, response in zip(CONTEXTS, notebook.token_texts(run.inputs.tokenizer,
-                                                                 out.tokens)):
+    for context, response in zip(CONTEXTS, run.objective.texts(out)):
       print(f"{context!r} -> {response!r}")""", "sample"),
         md("""\
 ## Evaluate

@@ -56,6 +56,7 @@ Conventions shared by all decoders:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Sequence, TypeVar
 
 import flax
@@ -530,3 +531,40 @@ def conditional(step: Callable, memory: Any, carry: Any, key: jax.Array,
              temperature=options.temperature, top_k=options.top_k,
              beam_width=options.beam_width, length_penalty=options.length_penalty,
              batch_size=batch_size, max_len=max_len, **ids, **extra)
+
+
+def module_conditional(model, methods: tuple, params, context: jax.Array, key: jax.Array,
+                       options: DecodeOptions, max_len: int, ids: dict,
+                       min_len: int = 0) -> DecodeOutput:
+  """:func:`conditional` for a Flax encoder-decoder given by three of its methods.
+
+  Args:
+    model: the ``flax.linen`` module.
+    methods: ``(encode, start, step)``: ``encode(context) -> memory``,
+      ``start(memory) -> carry``, ``step(memory, carry, tokens) -> (carry, logits, ...)``
+      (outputs after the logits are ignored).
+    params: the module's parameters; ``context``: ``[B, S]`` token ids.
+    key, options, max_len, ids, min_len: as :func:`conditional`.
+  """
+  encode, start, step = methods
+  variables = {"params": params}
+  memory = model.apply(variables, context, method=encode)
+  carry = model.apply(variables, memory, method=start)
+
+  def step_fn(mem, c, tokens):
+    out = model.apply(variables, mem, c, tokens, method=step)
+    return out[0], out[1]
+
+  return conditional(step_fn, memory, carry, key, options, context.shape[0], max_len, ids,
+                     min_len=min_len)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "methods", "options", "max_len", "ids",
+                                             "min_len"))
+def jit_module_conditional(model, methods: tuple, params, context: jax.Array, key: jax.Array, *,
+                           options: DecodeOptions, max_len: int, ids: tuple,
+                           min_len: int = 0) -> DecodeOutput:
+  """:func:`module_conditional` compiled once per model, decoding options and shapes;
+  ``ids`` is ``tuple(sorted(special_ids(...).items()))`` (hashable)."""
+  return module_conditional(model, methods, params, context, key, options, max_len, dict(ids),
+                            min_len)

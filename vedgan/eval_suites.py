@@ -45,6 +45,7 @@ import jax
 import numpy as np
 
 from vedgan import configlib, metrics, parallel
+from vedgan.data.tokenizer import content_ids
 from vedgan.metrics import text as text_lib
 from vedgan.errors import CheckpointError, ConfigError, DataError, VedganError
 
@@ -346,14 +347,7 @@ class EvalRun:
       res = self.objective.generate(self.trainer.state, batch, jax.random.fold_in(root, b),
                                     options)
       tokens = np.asarray(jax.device_get(res.tokens))[:rows]
-      for row in tokens.tolist():
-        ids = []
-        for t in row:
-          if t == tok.eos_id:
-            break
-          if t not in (tok.pad_id, tok.bos_id):
-            ids.append(int(t))
-        out.append(ids)
+      out.extend(content_ids(row, tok.vocab_size) for row in tokens)
     self._cache[key] = out
     return out
 

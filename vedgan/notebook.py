@@ -216,21 +216,6 @@ def open_run(workdir: str) -> Iterator[Any]:
     trainer.close()
 
 
-def token_texts(tokenizer, tokens) -> list[str]:
-  """Rows of token ids ``[N, L]`` (numpy or jax) -> text, cut at the first EOS."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-
-  out = []
-  for row in np.asarray(tokens).tolist():
-    ids = []
-    for t in row:
-      if t == tokenizer.eos_id:
-        break
-      ids.append(int(t))
-    out.append(tokenizer.decode(ids))
-  return out
-
-
 def show_image(path: str, width: int | None = 640) -> None:
   """Shows a PNG inline in Jupyter/Colab (prints its path elsewhere)."""
   if not path or not os.path.exists(path):

@@ -49,7 +49,19 @@ def _check_too_long(too_long: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class EncodedPairs:
+class Kept:
+  """What every encoded dataset keeps besides its token ids (keyword-only fields).
+
+  Attributes:
+    index: int64 ``[N]``, the position in the encoder's input of each kept example.
+    fields: per-example arrays ``{name: [N, ...]}`` (see :func:`with_fields`).
+  """
+  index: Optional[np.ndarray] = dataclasses.field(default=None, kw_only=True)
+  fields: dict = dataclasses.field(default_factory=dict, kw_only=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedPairs(Kept):
   """Token ids of (context, response) pairs, ragged, without bos/eos.
 
   Attributes:
@@ -62,17 +74,13 @@ class EncodedPairs:
       tokens).
     max_context_len: the truncation length used for contexts.
     max_response_len: decoder row length (response tokens + bos/eos).
-    index: int64 ``[N]``, the position in the input of each kept pair.
-    fields: per-example arrays ``{name: [N, ...]}`` that every batch carries
-      (see :func:`with_fields`).
+    index, fields: see :class:`Kept`.
   """
   context: list
   response: list
   counts: dict
   max_context_len: int
   max_response_len: int
-  index: Optional[np.ndarray] = None
-  fields: dict = dataclasses.field(default_factory=dict)
 
   def __len__(self) -> int:
     return len(self.context)
@@ -137,11 +145,11 @@ def encode_pairs(pairs: Iterable[tuple[str, str]], tokenizer,
     counts["response_tokens"] += len(r)
   counts["examples"] = len(contexts)
   return EncodedPairs(contexts, responses, counts, max_context_len,
-                      max_response_len, np.asarray(index, np.int64))
+                      max_response_len, index=np.asarray(index, np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
-class EncodedSentences:
+class EncodedSentences(Kept):
   """Token ids of single sentences (optionally labelled), without bos/eos.
 
   Attributes:
@@ -151,15 +159,12 @@ class EncodedSentences:
       ``skipped_bad_label``, ``truncated``, ``tokens`` (kept tokens).
     max_len: decoder row length (sentence tokens + the bos/eos position).
     labels: int32 ``[N]`` (from :func:`encode_labelled`) or ``None``.
-    index: int64 ``[N]``, the position in the input of each kept sentence.
-    fields: per-example arrays ``{name: [N, ...]}`` (see :func:`with_fields`).
+    index, fields: see :class:`Kept`.
   """
   tokens: list
   counts: dict
   max_len: int
   labels: Optional[np.ndarray] = None
-  index: Optional[np.ndarray] = None
-  fields: dict = dataclasses.field(default_factory=dict)
 
   def __len__(self) -> int:
     return len(self.tokens)
@@ -207,7 +212,7 @@ def _encode_sentences(texts, labels, tokenizer, max_len, too_long):
   label_array = (np.asarray(kept_labels, dtype=np.int32).reshape(-1)
                  if labels is not None else None)
   return EncodedSentences(rows, counts, int(max_len), label_array,
-                          np.asarray(index, np.int64))
+                          index=np.asarray(index, np.int64))
 
 
 def _as_label(value) -> int:
@@ -273,7 +278,7 @@ def encode_labelled(texts: Iterable[str], labels: Iterable[int], tokenizer,
 
 
 @dataclasses.dataclass(frozen=True)
-class EncodedDialogues:
+class EncodedDialogues(Kept):
   """Token ids of (context turns, response) examples for hierarchical models.
 
   Attributes:
@@ -287,8 +292,7 @@ class EncodedDialogues:
       ``response_tokens``.
     max_turns, max_turn_len, max_response_len: the limits used.
     labels: int32 ``[N]`` or ``None``.
-    index: int64 ``[N]``, the position in the input of each kept example.
-    fields: per-example arrays ``{name: [N, ...]}`` (see :func:`with_fields`).
+    index, fields: see :class:`Kept`.
   """
   turns: list
   response: list
@@ -297,8 +301,6 @@ class EncodedDialogues:
   max_turn_len: int
   max_response_len: int
   labels: Optional[np.ndarray] = None
-  index: Optional[np.ndarray] = None
-  fields: dict = dataclasses.field(default_factory=dict)
 
   def __len__(self) -> int:
     return len(self.response)
@@ -391,7 +393,7 @@ def encode_dialogues(examples: Iterable[tuple[Sequence[str], str]], tokenizer,
                  if labels is not None else None)
   return EncodedDialogues(all_turns, responses, counts, int(max_turns),
                           int(max_turn_len), int(max_response_len),
-                          label_array, np.asarray(index, np.int64))
+                          label_array, index=np.asarray(index, np.int64))
 
 
 # -- per-example fields --------------------------------------------------------------

@@ -93,13 +93,9 @@ def content_ids(ids, vocab_size: int) -> list[int]:
     out.append(i)
   return out
 
-class Tokenizer:
-  """A SentencePiece model with the fixed special ids above.
 
-  Attributes:
-    vocab_size: number of ids; valid ids are ``0 .. vocab_size - 1``.
-  """
-
+class SpecialIds:
+  """The fixed special ids and pieces every vedgan tokenizer shares."""
   pad_id = PAD_ID
   unk_id = UNK_ID
   bos_id = BOS_ID
@@ -108,6 +104,14 @@ class Tokenizer:
   blank_id = BLANK_ID
   eou_piece = EOU_PIECE
   blank_piece = BLANK_PIECE
+
+
+class Tokenizer(SpecialIds):
+  """A SentencePiece model with the fixed special ids above.
+
+  Attributes:
+    vocab_size: number of ids; valid ids are ``0 .. vocab_size - 1``.
+  """
 
   def __init__(self, model_proto: bytes):
     """Wraps a serialized SentencePiece ``ModelProto``.
@@ -359,7 +363,7 @@ WORD_PATTERN = r"\w+(?:['\u2019]\w+)*|[^\w\s]"
 _WORD_RE = re.compile(WORD_PATTERN)
 
 
-class WordTokenizer:
+class WordTokenizer(SpecialIds):
   """A word vocabulary with the fixed special ids (ids 0-5 as above).
 
   Text is split at the user symbols (``<eou>``, ``<blank>``, ...), optionally
@@ -371,14 +375,6 @@ class WordTokenizer:
     lowercase: whether ``encode`` lower-cases text first.
   """
 
-  pad_id = PAD_ID
-  unk_id = UNK_ID
-  bos_id = BOS_ID
-  eos_id = EOS_ID
-  eou_id = EOU_ID
-  blank_id = BLANK_ID
-  eou_piece = EOU_PIECE
-  blank_piece = BLANK_PIECE
   model_type = "word"
 
   def __init__(self, pieces: Sequence[str], lowercase: bool = True,

@@ -1,6 +1,4 @@
-"""GAN losses: per-prefix and dialogue discriminator / generator losses, latent reconstruction.
-
-Part of :mod:`vedgan.losses` (see its docstring for the conventions)."""
+"""GAN losses: per-prefix and dialogue discriminator / generator losses, latent reconstruction."""
 from __future__ import annotations
 
 import functools
@@ -10,11 +8,8 @@ import jax.numpy as jnp
 
 from vedgan.losses._common import _upcast, _check_same_shape, _masked_sum
 
-__all__ = ["prefix_discriminator_loss",
-           "prefix_generator_loss",
-           "dialogue_discriminator_loss",
-           "dialogue_generator_loss",
-           "latent_reconstruction_loss"]
+__all__ = ["prefix_discriminator_loss", "prefix_generator_loss", "dialogue_discriminator_loss",
+           "dialogue_generator_loss", "latent_reconstruction_loss"]
 
 
 @jax.jit

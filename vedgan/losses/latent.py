@@ -1,6 +1,4 @@
-"""Latent-variable terms: Gaussian KL, reparameterised samples, free bits, KL thresholds.
-
-Part of :mod:`vedgan.losses` (see its docstring for the conventions)."""
+"""Latent-variable terms: Gaussian KL, reparameterised samples, free bits, KL thresholds."""
 from __future__ import annotations
 
 import functools
@@ -9,10 +7,7 @@ import jax
 import jax.numpy as jnp
 
 
-__all__ = ["gaussian_kl",
-           "gaussian_sample",
-           "free_bits",
-           "kl_threshold",
+__all__ = ["gaussian_kl", "gaussian_sample", "free_bits", "kl_threshold",
            "gaussian_reconstruction_loss"]
 
 

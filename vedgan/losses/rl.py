@@ -1,6 +1,5 @@
-"""REINFORCE: the policy-gradient surrogate, learned baselines, mixed losses, ranks and rank weights.
-
-Part of :mod:`vedgan.losses` (see its docstring for the conventions)."""
+"""REINFORCE: the policy-gradient surrogate, learned baselines, mixed losses, ranks and rank
+weights."""
 from __future__ import annotations
 
 import jax
@@ -8,11 +7,7 @@ import jax.numpy as jnp
 
 from vedgan.losses._common import _compute_dtype, _check_same_shape, _masked_sum, _per_step
 
-__all__ = ["reinforce_loss",
-           "baseline_loss",
-           "mixed_loss",
-           "discounted_returns",
-           "label_rank",
+__all__ = ["reinforce_loss", "baseline_loss", "mixed_loss", "discounted_returns", "label_rank",
            "rank_weight"]
 
 

@@ -1,6 +1,5 @@
-"""Likelihood terms: (chunked) sequence cross-entropy, token log-probabilities, BoW, word drop-out.
-
-Part of :mod:`vedgan.losses` (see its docstring for the conventions)."""
+"""Likelihood terms: (chunked) sequence cross-entropy, token log-probabilities, BoW, word
+drop-out."""
 from __future__ import annotations
 
 import functools
@@ -8,14 +7,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from vedgan.losses._common import _compute_dtype, _check_same_shape, _check_shape, _masked_sum, _gather_last
+from vedgan.losses._common import (_check_same_shape, _check_shape, _compute_dtype,
+                                   _gather_last, _masked_sum)
 
-__all__ = ["sequence_cross_entropy",
-           "chunked_softmax_cross_entropy",
-           "chunked_sequence_cross_entropy",
-           "token_log_probs",
-           "bow_loss",
-           "word_dropout"]
+__all__ = ["sequence_cross_entropy", "chunked_softmax_cross_entropy",
+           "chunked_sequence_cross_entropy", "token_log_probs", "bow_loss", "word_dropout"]
 
 
 def sequence_cross_entropy(

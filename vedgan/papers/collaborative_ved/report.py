@@ -34,6 +34,7 @@ import numpy as np
 
 from vedgan import eval_suites, losses, metrics, plots
 from vedgan.data import pipeline
+from vedgan.data.tokenizer import content_ids
 from vedgan.errors import ConfigError, DataError
 from vedgan.metrics import text as text_lib
 from vedgan.papers.collaborative_ved import data
@@ -88,14 +89,8 @@ def decode_responses(run: eval_suites.EvalRun, histories, options) -> list[list[
     chunk = chunk + [chunk[0]] * (bsz - rows)
     res = obj.generate(state, data.encode_histories(tok, run.config, chunk),
                        jax.random.fold_in(root, b), options)
-    for row in np.asarray(jax.device_get(res.tokens))[:rows].tolist():
-      ids = []
-      for t in row:
-        if t == tok.eos_id:
-          break
-        if t not in (tok.pad_id, tok.bos_id):
-          ids.append(int(t))
-      out.append(ids)
+    out.extend(content_ids(row, tok.vocab_size)
+               for row in np.asarray(jax.device_get(res.tokens))[:rows])
   return out
 
 

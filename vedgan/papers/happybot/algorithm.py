@@ -34,7 +34,6 @@ store, with nothing but parameters to checkpoint. Batches: see
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -49,9 +48,10 @@ from vedgan.decode import DecodeOptions
 from vedgan.errors import ConfigError
 from vedgan.nn.classifier import SentenceClassifier
 from vedgan.nn.seq2seq import Seq2Seq
-from vedgan.objective import Generation, Objective, register
+from vedgan.objective import Objective, register
 from vedgan.papers.happybot import data
-from vedgan.papers.seq2seq.algorithm import DTYPES, build_seq2seq, sequence_nll, token_mask
+from vedgan.papers.seq2seq.algorithm import (DECODER_METHODS, DTYPES, build_seq2seq, respond,
+                                             sequence_nll, token_mask)
 from vedgan.plan import Plan
 from vedgan.plots import Panel
 from vedgan.steps import Step, Weighted
@@ -120,22 +120,10 @@ def mask_rollout_logits(logits: Array, forbid_ids: Sequence[int], eos_id: int,
 
 def policy_decode(model: Seq2Seq, ids: dict, options: DecodeOptions, max_len: int,
                   min_len: int, params, context: Array, key: Array) -> decode.DecodeOutput:
-  """Free-running responses of the policy to ``context[B, S]`` (:func:`decode.conditional`)."""
-  variables = {"params": params}
-  memory = model.apply(variables, context, method=Seq2Seq.encode)
-  h0 = model.apply(variables, memory, method=Seq2Seq.initial_state)
-
-  def step(mem, h, tokens):
-    h, logits, _ = model.apply(variables, mem, h, tokens, method=Seq2Seq.decode_step)
-    return h, logits
-
-  return decode.conditional(step, memory, h0, key, options, context.shape[0], max_len, ids,
-                            min_len=min_len)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _policy_decode_jit(model, ids_key, options, max_len, min_len, params, context, key):
-  return policy_decode(model, dict(ids_key), options, max_len, min_len, params, context, key)
+  """Free-running responses of the policy to ``context[B, S]`` (the seq2seq decoder through
+  :func:`decode.module_conditional`)."""
+  return decode.module_conditional(model, DECODER_METHODS, params, context, key, options,
+                                   max_len, ids, min_len)
 
 
 @flax.struct.dataclass
@@ -452,11 +440,8 @@ class HappyBotObjective(Objective):
 
   def generate(self, state, batch, rng, options):
     """Responses of the policy to ``batch["context"] [B, S]`` (greedy | sample | beam)."""
-    max_len = options.max_len or int(self.config.data.max_response_len)
-    ids = decode.special_ids(self.tokenizer, options.forbid_unk)
-    out = _policy_decode_jit(self.policy, tuple(sorted(ids.items())), options, max_len, 0,
-                             state.params["policy"], batch["context"], rng)
-    return Generation(out.tokens, out.lengths, out.scores)
+    return respond(self.policy, self.tokenizer, self.config, state.params["policy"], batch, rng,
+                   options)
 
   def word_embeddings(self, state):
     """The policy's input embedding table ``[V, D]`` (the embedding metrics)."""

@@ -10,8 +10,6 @@ Batches (:mod:`vedgan.data.pipeline`): ``context[B, S]``, ``response_in[B, T]``
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
@@ -22,6 +20,8 @@ from vedgan.objective import Generation, Objective, register
 from vedgan.steps import Step, Weighted
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+#: the (encode, start, step) methods of free-running decoding (decode.module_conditional)
+DECODER_METHODS = (Seq2Seq.encode, Seq2Seq.initial_state, Seq2Seq.decode_step)
 
 
 def build_seq2seq(model_config, vocab_size: int) -> Seq2Seq:
@@ -92,34 +92,22 @@ class Seq2SeqObjective(Objective):
     return {"nll": nll, "perplexity": float(jnp.exp(nll)), "examples": float(sums["examples"])}
 
   # -- generation -------------------------------------------------------------------
-  def prompt_batch(self, inputs, prompts, **extra):
-    del extra
+  def prompt_batch(self, inputs, prompts, label=None):
+    del label
     return {"context": inputs.encode_contexts(self.config, prompts)}
 
   def generate(self, state, batch, rng, options):
     """Responses for ``batch["context"] [B, S]`` (greedy | sample | beam, jitted)."""
-    max_len = options.max_len or int(self.config.data.max_response_len)
-    out = _generate(self.model, decode.special_ids(self.tokenizer, options.forbid_unk),
-                    options, max_len, state.params["model"], batch["context"], rng)
-    return Generation(out.tokens, out.lengths, out.scores)
+    return respond(self.model, self.tokenizer, self.config, state.params["model"], batch, rng,
+                   options)
 
 
-def _ids_key(ids: dict) -> tuple:
-  return tuple(sorted((k, tuple(v) if isinstance(v, tuple) else v) for k, v in ids.items()))
-
-
-def _generate(model, ids, options, max_len, params, context, rng):
-  return _generate_jit(model, _ids_key(ids), options, max_len, params, context, rng)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _generate_jit(model, ids, options, max_len, params, context, rng):
-  variables = {"params": params}
-  memory = model.apply(variables, context, method=Seq2Seq.encode)
-  h0 = model.apply(variables, memory, method=Seq2Seq.initial_state)
-
-  def step(mem, h, tokens):
-    h, logits, _ = model.apply(variables, mem, h, tokens, method=Seq2Seq.decode_step)
-    return h, logits
-
-  return decode.conditional(step, memory, h0, rng, options, context.shape[0], max_len, dict(ids))
+def respond(model: Seq2Seq, tokenizer, config, params, batch, rng, options) -> Generation:
+  """Free-running responses of a :class:`Seq2Seq` to ``batch["context"] [B, S]`` (jitted);
+  ``options.max_len`` 0: ``config.data.max_response_len``."""
+  max_len = options.max_len or int(config.data.max_response_len)
+  ids = decode.special_ids(tokenizer, options.forbid_unk)
+  out = decode.jit_module_conditional(model, DECODER_METHODS, params, batch["context"], rng,
+                                      options=options, max_len=max_len,
+                                      ids=tuple(sorted(ids.items())))
+  return Generation(out.tokens, out.lengths, out.scores)

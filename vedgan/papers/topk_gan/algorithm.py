@@ -396,19 +396,9 @@ class TopKGANObjective(Objective):
     """Responses to ``batch["context"] [B, S]`` (greedy | sample | beam, jitted); greedy is
     the paper's decoding (Eq. 3)."""
     ids = decode.special_ids(self.tokenizer, options.forbid_unk)
-    out = _decode(self.model, tuple(sorted(ids.items())), options,
-                  int(options.max_len or self.response_len), state.params, batch["context"], rng)
+    out = decode.jit_module_conditional(
+        self.model, (TopKDialogueGAN.encode, TopKDialogueGAN.start, TopKDialogueGAN.step),
+        state.params, batch["context"], rng, options=options,
+        max_len=int(options.max_len or self.response_len), ids=tuple(sorted(ids.items())))
     return Generation(out.tokens, out.lengths, out.scores)
 
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _decode(model, ids, options, max_len, params, context, rng):
-  variables = {"params": params}
-  memory = model.apply(variables, context, method=TopKDialogueGAN.encode)
-  carry = model.apply(variables, memory, method=TopKDialogueGAN.start)
-
-  def step(mem, c, tokens):
-    return model.apply(variables, mem, c, tokens, method=TopKDialogueGAN.step)
-
-  return decode.conditional(step, memory, carry, rng, options, context.shape[0], max_len,
-                            dict(ids))
