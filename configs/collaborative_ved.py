@@ -117,12 +117,8 @@ def get_config(variant: str = "co_ss"):
     c.model.estimator_hidden = 64
     c.ved.kl_anneal_steps = 200        # reaches weight 1 at 1/3 of the demo budget
     c.ved.steps_per_epoch = DEMO_STEPS_PER_EPOCH
-    c.train.batch_size = 32
-    c.train.eval_batch_size = 50
-    c.train.eval_every = 200
-    c.train.checkpoint_every = 600
-    c.train.log_every = 33
-    c.train.num_samples = 2
+    c.train.update(batch_size=32, eval_batch_size=50, eval_every=200, checkpoint_every=600,
+                   log_every=33, num_samples=2)
     num_steps = 594                    # 18 epochs = 9 AE/CVAE alternations
     lr = 2e-3
 

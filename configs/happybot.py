@@ -121,10 +121,7 @@ def _paper(c) -> None:
   c.model.classifier.embed_dim = 300
   c.model.classifier.hidden = 300
   c.model.classifier.dropout = 0.3
-  c.train.batch_size = 32
-  c.train.eval_every = 2000
-  c.train.checkpoint_every = 2000
-  c.train.log_every = 100
+  c.train.update(batch_size=32, eval_every=2000, checkpoint_every=2000, log_every=100)
   c.stages.classifier.num_steps = 20_000
   c.stages.classifier.learning_rate = 1e-3
   c.stages.predictor.num_steps = 20_000

@@ -145,11 +145,8 @@ def get_config(variant: str = "demo"):
     c.model.prior_hidden = (19, 24)   # int(0.62 L), int(0.77 L)
     c.model.classifier.embed_dim = 48
     c.model.classifier.hidden = 48
-    c.train.batch_size = 32
-    c.train.eval_batch_size = 50
-    c.train.eval_every = 100
-    c.train.checkpoint_every = 100
-    c.train.max_checkpoints = 30
+    c.train.update(batch_size=32, eval_batch_size=50, eval_every=100, checkpoint_every=100,
+                   max_checkpoints=30)
     c.train.log_every = 25
     demo_steps_per_epoch = 33         # 1,080 training pairs // batch 32
     _stages(c, demo_steps_per_epoch, base_epochs=12, cvae_epochs=12, classifier_epochs=9,

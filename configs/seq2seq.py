@@ -37,11 +37,8 @@ def get_config(variant: str = "default"):
     c.model.hidden = 96
     c.model.dropout = 0.3
     c.model.tie_embeddings = True
-    c.train.batch_size = 32
-    c.train.eval_batch_size = 64
-    c.train.eval_every = 100
-    c.train.checkpoint_every = 250
-    c.train.log_every = 25
+    c.train.update(batch_size=32, eval_batch_size=64, eval_every=100, checkpoint_every=250,
+                   log_every=25)
     c.stages.mle.num_steps = 500
     c.stages.mle.learning_rate = 2e-3
   elif variant != "default":

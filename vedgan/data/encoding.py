@@ -58,6 +58,10 @@ class Kept:
   """
   index: Optional[np.ndarray] = dataclasses.field(default=None, kw_only=True)
   fields: dict = dataclasses.field(default_factory=dict, kw_only=True)
+  _ROWS = ""  # the per-example list whose length is the number of examples
+
+  def __len__(self) -> int:
+    return len(getattr(self, self._ROWS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,14 +80,12 @@ class EncodedPairs(Kept):
     max_response_len: decoder row length (response tokens + bos/eos).
     index, fields: see :class:`Kept`.
   """
+  _ROWS = "context"
   context: list
   response: list
   counts: dict
   max_context_len: int
   max_response_len: int
-
-  def __len__(self) -> int:
-    return len(self.context)
 
 
 def encode_pairs(pairs: Iterable[tuple[str, str]], tokenizer,
@@ -161,13 +163,11 @@ class EncodedSentences(Kept):
     labels: int32 ``[N]`` (from :func:`encode_labelled`) or ``None``.
     index, fields: see :class:`Kept`.
   """
+  _ROWS = "tokens"
   tokens: list
   counts: dict
   max_len: int
   labels: Optional[np.ndarray] = None
-
-  def __len__(self) -> int:
-    return len(self.tokens)
 
 
 def _encode_sentences(texts, labels, tokenizer, max_len, too_long):
@@ -294,6 +294,7 @@ class EncodedDialogues(Kept):
     labels: int32 ``[N]`` or ``None``.
     index, fields: see :class:`Kept`.
   """
+  _ROWS = "response"
   turns: list
   response: list
   counts: dict
@@ -301,9 +302,6 @@ class EncodedDialogues(Kept):
   max_turn_len: int
   max_response_len: int
   labels: Optional[np.ndarray] = None
-
-  def __len__(self) -> int:
-    return len(self.response)
 
 
 def encode_dialogues(examples: Iterable[tuple[Sequence[str], str]], tokenizer,

@@ -175,14 +175,9 @@ def _chunked_ce(hidden, weight, bias, targets, mask, chunk_size):
   return nll.reshape(-1)[:n]
 
 
-def chunked_sequence_cross_entropy(
-    hidden: jax.Array,
-    weight: jax.Array,
-    bias: jax.Array | None,
-    targets: jax.Array,
-    mask: jax.Array,
-    chunk_size: int = 1024,
-) -> tuple[jax.Array, jax.Array]:
+def chunked_sequence_cross_entropy(hidden: jax.Array, weight: jax.Array, bias: jax.Array | None,
+                                   targets: jax.Array, mask: jax.Array, chunk_size: int = 1024
+                                   ) -> tuple[jax.Array, jax.Array]:
   """:func:`sequence_cross_entropy` of ``hidden @ weight + bias`` without ``[B, T, V]`` logits.
 
   The teacher-forced MLE loss (HappyBot Eq. 6, dialogue GAN Eq. 4) for large
