@@ -143,24 +143,31 @@ def test_joint_co_step_gives_each_network_its_own_phase_gradient():
   params = state.params
   n = batch["weight"].sum()
 
-  def old_phase_grad(name, loss_key):  # the pre-refactor per-phase gradient
-    def loss(sub):
-      terms = obj.co_terms(dict(params, **{name: sub}), batch, ctx.rng, True, p)
-      return (terms[loss_key] * batch["weight"]).sum() / n
-    return jax.grad(loss)(params[name])
+  @jax.jit
+  def gradients(params):  # one compilation (op-by-op scans are slow on CPU)
+    def old_phase_grad(name, loss_key):  # the pre-refactor per-phase gradient
+      def loss(sub):
+        terms = obj.co_terms(dict(params, **{name: sub}), batch, ctx.rng, True, p)
+        return (terms[loss_key] * batch["weight"]).sum() / n
+      return jax.grad(loss)(params[name])
 
-  joint = jax.grad(lambda prm: obj.co_joint_loss(prm, batch, ctx)[0].total / n)(params)
-  for name, loss_key in (("seq", "ae_loss"), ("latent", "cvae_loss")):
-    old = old_phase_grad(name, loss_key)
-    for a, b in zip(jax.tree.leaves(joint[name]), jax.tree.leaves(old)):
+    return {
+        "joint": jax.grad(lambda prm: obj.co_joint_loss(prm, batch, ctx)[0].total / n)(params),
+        "old": {"seq": old_phase_grad("seq", "ae_loss"),
+                "latent": old_phase_grad("latent", "cvae_loss")},
+        # the loss spec of each phase step, on its own network
+        "seq": jax.grad(lambda s: obj.ae_loss(dict(params, seq=s), batch, ctx)[0].total / n)(
+            params["seq"]),
+        "latent": jax.grad(
+            lambda s: obj.cvae_loss(dict(params, latent=s), batch, ctx)[0].total / n)(
+                params["latent"])}
+
+  g = gradients(params)
+  for name in ("seq", "latent"):
+    for a, b in zip(jax.tree.leaves(g["joint"][name]), jax.tree.leaves(g["old"][name])):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
-  # The loss spec of each phase step gives the same gradients to its own network.
-  ae = jax.grad(lambda s: obj.ae_loss(dict(params, seq=s), batch, ctx)[0].total / n)(
-      params["seq"])
-  cvae = jax.grad(lambda s: obj.cvae_loss(dict(params, latent=s), batch, ctx)[0].total / n)(
-      params["latent"])
-  assert _identical(ae, old_phase_grad("seq", "ae_loss"))
-  assert _identical(cvae, old_phase_grad("latent", "cvae_loss"))
+    # The loss spec of each phase step gives the same gradients to its own network.
+    assert _identical(g[name], g["old"][name])
   # ... and the joint step is the two phase steps applied together.
   both, _ = _step(obj, cfg, "joint", state, batch)
   ae_state, _ = train.step_function(obj, "ae", cfg, state, stage="train")(
