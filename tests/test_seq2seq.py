@@ -123,3 +123,21 @@ def test_bad_dtype_is_a_config_error():
   config = make_config(model__dtype="float16")
   with pytest.raises(ConfigError, match="model.dtype='float16'"):
     build_seq2seq(config.model, V)
+
+
+def test_a_temperature_sweep_compiles_once():
+  """The temperature is traced (DecodeOptions.split_temperature): sampling at three
+  temperatures compiles the decoder once, and the temperatures still act."""
+  from vedgan import decode  # pylint: disable=import-outside-toplevel
+  obj, _ = _objective()
+  batch = _batch()
+  state = obj.init(jax.random.key(0), batch)
+  ctx = {"context": batch["context"]}
+  before = decode._jit_module_conditional._cache_size()  # pylint: disable=protected-access
+  outs = [obj.generate(state, ctx, jax.random.key(1),
+                       DecodeOptions(mode="sample", max_len=9, temperature=t))
+          for t in (1e-4, 0.5, 3.0)]
+  assert decode._jit_module_conditional._cache_size() == before + 1  # pylint: disable=protected-access
+  greedy = obj.generate(state, ctx, jax.random.key(1), DecodeOptions(max_len=9))
+  np.testing.assert_array_equal(outs[0].tokens, greedy.tokens)  # cold sampling = greedy
+  assert not np.array_equal(outs[0].tokens, outs[2].tokens)

@@ -498,6 +498,16 @@ class DecodeOptions:
     fields.update(overrides)
     return cls(**fields)
 
+  def split_temperature(self) -> tuple["DecodeOptions", jax.Array]:
+    """``(options with temperature 1, temperature)``: jit the first as a static argument
+    and pass the second traced, so a temperature sweep compiles once per mode (put it
+    back inside the jitted function with :meth:`with_temperature`)."""
+    return dataclasses.replace(self, temperature=1.0), jnp.float32(self.temperature)
+
+  def with_temperature(self, temperature) -> "DecodeOptions":
+    """These options at ``temperature`` (a traced scalar inside a jitted function)."""
+    return dataclasses.replace(self, temperature=temperature)
+
 
 def special_ids(tokenizer, forbid_unk: bool = True) -> dict:
   """``bos_id``, ``eos_id``, ``pad_id`` and ``forbid_ids`` (pad, bos and, if asked, unk)
@@ -559,12 +569,19 @@ def module_conditional(model, methods: tuple, params, context: jax.Array, key: j
                      min_len=min_len)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "methods", "options", "max_len", "ids",
-                                             "min_len"))
 def jit_module_conditional(model, methods: tuple, params, context: jax.Array, key: jax.Array, *,
                            options: DecodeOptions, max_len: int, ids: tuple,
                            min_len: int = 0) -> DecodeOutput:
-  """:func:`module_conditional` compiled once per model, decoding options and shapes;
-  ``ids`` is ``tuple(sorted(special_ids(...).items()))`` (hashable)."""
-  return module_conditional(model, methods, params, context, key, options, max_len, dict(ids),
-                            min_len)
+  """:func:`module_conditional` compiled once per model, decoding mode and shapes (the
+  temperature is traced); ``ids`` is ``tuple(sorted(special_ids(...).items()))``."""
+  static, temperature = options.split_temperature()
+  return _jit_module_conditional(model, methods, params, context, key, temperature,
+                                 options=static, max_len=max_len, ids=ids, min_len=min_len)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "methods", "options", "max_len", "ids",
+                                             "min_len"))
+def _jit_module_conditional(model, methods, params, context, key, temperature, *, options,
+                            max_len, ids, min_len):
+  return module_conditional(model, methods, params, context, key,
+                            options.with_temperature(temperature), max_len, dict(ids), min_len)

@@ -418,14 +418,17 @@ class CollaborativeVED(Objective):
     """
     max_len = options.max_len or int(self.config.data.max_response_len)
     ids = decode.special_ids(self.tokenizer, options.forbid_unk)
-    out = _generate(self.hred, self.latent, self.kind, tuple(sorted(ids.items())), options,
+    static, temperature = options.split_temperature()
+    out = _generate(self.hred, self.latent, self.kind, tuple(sorted(ids.items())), static,
                     max_len, state.params, jnp.asarray(batch["turns"]),
-                    jnp.asarray(batch["num_turns"]), rng)
+                    jnp.asarray(batch["num_turns"]), rng, temperature)
     return Generation(out.tokens, out.lengths, out.scores)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
-def _generate(hred, latent, kind, ids, options, max_len, params, turns, num_turns, rng):
+def _generate(hred, latent, kind, ids, options, max_len, params, turns, num_turns, rng,
+              temperature):
+  options = options.with_temperature(temperature)
   k_z, k_dec = jax.random.split(rng)
   seq = {"params": params["seq"]}
   c = hred.apply(seq, turns, num_turns, method=HRED.encode_context)

@@ -336,12 +336,13 @@ class MojiTalkObjective(Objective):
     latent = bool(self.is_latent(int(jax.device_get(state.step))))
     n = (int(options.num_samples) or int(self.config.decode.latent_samples)) if latent else 1
     max_len = int(options.max_len or self.config.data.max_response_len)
-    key = (latent, options, max_len, n)
+    static, temperature = options.split_temperature()  # a traced temperature: one compile
+    key = (latent, static, max_len, n)
     if key not in self._gen_cache:
-      self._gen_cache[key] = jax.jit(
-          lambda p, c, l, r: self.net.best_of(p, c, l, r, latent, options, max_len, n))
+      self._gen_cache[key] = jax.jit(lambda p, c, l, r, t: self.net.best_of(
+          p, c, l, r, latent, static.with_temperature(t), max_len, n))
     out, info = self._gen_cache[key](state.params, jnp.asarray(batch["context"], jnp.int32),
-                                     jnp.asarray(batch["label"], jnp.int32), rng)
+                                     jnp.asarray(batch["label"], jnp.int32), rng, temperature)
     return Generation(out.tokens, out.lengths, out.scores, dict(info, num_candidates=n))
 
   def sample_texts(self, state, inputs, step: int) -> list[tuple[str, str]]:
