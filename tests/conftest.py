@@ -13,6 +13,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE_FLAGS).strip()
 
+# Many tests build identical tiny models: one on-disk XLA cache per test session (empty at
+# the start, shared by the xdist workers and every subprocess) compiles each program once.
+# The cache is keyed by the program, the XLA flags and the devices, so a hit is the same
+# executable the test would have compiled.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(os.environ["VEDGAN_DATA_DIR"], "jax-compilation-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

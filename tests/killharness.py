@@ -37,10 +37,8 @@ def command(config: str, workdir, overrides: dict) -> list[str]:
 
 def environment(fault: str | None = None) -> dict:
   env = dict(os.environ)
-  cache = os.path.join(os.environ["VEDGAN_DATA_DIR"], "jax-compilation-cache")
-  env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", TF_CPP_MIN_LOG_LEVEL="2")
+  # JAX_COMPILATION_CACHE_DIR and its thresholds come from conftest (the session's cache).
+  env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
   env.pop("VEDGAN_FAULT", None)
   if fault:
     env["VEDGAN_FAULT"] = fault

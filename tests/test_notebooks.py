@@ -24,12 +24,6 @@ ROLES = ("install", "devices", "config", "train", "sample", "evaluate")
 BADGE_URL = "https://colab.research.google.com/github/vedgan/vedgan/blob/main/colab/{}.ipynb"
 
 
-@pytest.fixture(scope="session")
-def jax_cache(tmp_path_factory):
-  """A persistent compilation cache shared by the notebook kernels of this session."""
-  return tmp_path_factory.mktemp("jax-compilation-cache")
-
-
 def _load(name):
   with open(os.path.join(COLAB, f"{name}.ipynb"), encoding="utf-8") as f:
     return json.load(f)
@@ -95,7 +89,7 @@ def test_config_cell_builds_the_paper_size_run(name, tmp_path, monkeypatch, caps
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch, jax_cache):
+def test_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch):
   nbclient = pytest.importorskip("nbclient")
   nbformat = pytest.importorskip("nbformat")
   pytest.importorskip("ipykernel")
@@ -103,10 +97,7 @@ def test_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch, jax_cache):
   monkeypatch.setenv("VEDGAN_NOTEBOOK_RUNS", str(tmp_path / "runs"))
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   # Compilation dominates a smoke run: the kernel inherits conftest's cheap compile flags
-  # (XLA_FLAGS), and the evaluation cells reuse what training compiled via the persistent cache.
-  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(jax_cache))
-  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+  # (XLA_FLAGS) and the session's persistent compilation cache (JAX_COMPILATION_CACHE_DIR).
   monkeypatch.setenv("PYTHONPATH", REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   nb = nbformat.read(os.path.join(COLAB, f"{name}.ipynb"), as_version=4)
   client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",

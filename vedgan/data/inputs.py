@@ -77,12 +77,15 @@ class Inputs:
     return out
 
 
-def batch_iterator(config, encoded, batch_size: int | None = None, **kwargs
-                   ) -> pipeline.BatchIterator:
+def batch_iterator(config, encoded, batch_size: int | None = None, seed: int | None = None,
+                   buckets: tuple[int, ...] | None = None, **kwargs) -> pipeline.BatchIterator:
   """The run's repeating, shuffled training iterator over ``encoded``
-  (``config.train.batch_size`` rows, ``config.data.buckets``, this process's rows)."""
+  (``config.train.batch_size`` rows, ``config.data.buckets``, this process's rows),
+  shuffled with ``seed`` (default ``config.seed``)."""
+  seed = int(config.seed) if seed is None else int(seed)
+  buckets = tuple(config.data.buckets) if buckets is None else tuple(buckets)
   return pipeline.BatchIterator(encoded, int(batch_size or config.train.batch_size),
-                                tuple(config.data.buckets), seed=config.seed, shuffle=True,
+                                buckets, seed=seed, shuffle=True,
                                 process_index=jax.process_index(),
                                 process_count=jax.process_count(), **kwargs)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-import jax
 import numpy as np
 
 from vedgan.data import inputs as inputs_lib
@@ -248,9 +247,8 @@ def make_inputs(config, workdir: str) -> tuple[inputs_lib.Inputs, bool]:
     if len(enc) < batch_size:
       raise DataError(f"the {name} stream has {len(enc)} training examples, fewer than "
                       f"train.batch_size={batch_size}")
-  streams = {name: pipeline.BatchIterator(
-      encoded[name], batch_size, tuple(d.buckets), seed=int(config.seed) + k, shuffle=True,
-      process_index=jax.process_index(), process_count=jax.process_count())
+  streams = {name: inputs_lib.batch_iterator(config, encoded[name], batch_size,
+                                             seed=int(config.seed) + k)
              for k, name in enumerate(STREAMS)}
   validation = encode_triples(val_triples, tok, d, lexicon)
   sentences = encoded["sentences"]

@@ -61,10 +61,7 @@ def make_inputs(config, workdir: str) -> tuple[inputs_lib.Inputs, bool]:
                     f"train.batch_size={config.train.batch_size}")
   if not len(val_enc):
     raise DataError(f"no {split} sentence fits data.max_len={max_len}")
-  stream = pipeline.BatchIterator(train_enc, int(config.train.batch_size), (max_len,),
-                                  seed=int(config.seed), shuffle=True,
-                                  process_index=jax.process_index(),
-                                  process_count=jax.process_count())
+  stream = inputs_lib.batch_iterator(config, train_enc, buckets=(max_len,))
   inputs_lib.log_counts("train sentences", train_enc.counts)
   inputs_lib.log_counts(f"{split} sentences", val_enc.counts)
   counts = {"train": train_enc.counts, "validation": val_enc.counts}
