@@ -69,6 +69,30 @@ def make_config(path: str = "configs/seq2seq.py", variant: str = "demo", **overr
   return config
 
 
+#: Node-id prefixes of tests that share one expensive module-scoped run: each group is
+#: scheduled on one xdist worker, so the run happens once (see ``pytest_xdist_make_scheduler``).
+SHARED_RUNS = ("tests/test_mojitalk.py::test_e2e_",)
+
+
+def pytest_xdist_make_scheduler(config, log):
+  """With ``-n N``: every test is its own unit of work (as xdist's ``load``), except the
+  tests of each ``SHARED_RUNS`` prefix, which go to one worker together."""
+  from xdist.scheduler import LoadScopeScheduling  # pylint: disable=import-outside-toplevel
+
+  class SharedRunsTogether(LoadScopeScheduling):
+    def _split_scope(self, nodeid):
+      return next((p for p in SHARED_RUNS if nodeid.startswith(p)), nodeid)
+
+  return SharedRunsTogether(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+  """Runs the ``slow`` tests first (a stable sort): with ``-n 2`` the long runs start while
+  the many short tests fill the gaps, instead of one worker finishing a long run alone."""
+  del config
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def tiny_config():
   return make_config

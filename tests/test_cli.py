@@ -8,6 +8,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 from conftest import REPO, restore_numpy_state, tiny_overrides
 
 
@@ -60,6 +61,7 @@ def test_bad_inputs_on_the_command_line(tmp_path):
   assert proc.returncode == 2 and "not writable" in _error_line(proc)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path):
   args, env = cli_args(tmp_path, **{"stages.mle.num_steps": 100000, "train.log_every": 1})
   proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -85,6 +87,7 @@ def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path):
   assert [r["step"] for r in rows if r["split"] == "train"][-2:] == [steps[0] + 1, steps[0] + 2]
 
 
+@pytest.mark.slow
 def test_one_and_eight_devices_give_the_same_training(tmp_path):
   common = {"stages.mle.num_steps": 4, "train.batch_size": 16}
   for devices in (1, 8):

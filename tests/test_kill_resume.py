@@ -89,6 +89,7 @@ def _rows(workdir):
     return [{k: v for k, v in json.loads(line).items() if "per_sec" not in k} for line in f]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_killed_anywhere_and_restarted_ends_bit_identical(tmp_path, name):
   config, overrides = CASES[name]

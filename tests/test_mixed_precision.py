@@ -118,6 +118,7 @@ def _run(name, dtype, num_steps):
   return step, len(traces), out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_bf16_step_and_no_recompilation(name):
   step32, traces32, runs32 = _run(name, "float32", 3)

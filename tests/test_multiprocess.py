@@ -153,6 +153,7 @@ def _rows(workdir, split):
   return rows
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_resume(tmp_path):
   one, two = tmp_path / "one_process", tmp_path / "two_processes"
   # The reference and the first half of the two-process run, side by side.

@@ -120,6 +120,7 @@ def test_stop_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkey
   assert [r["step"] for r in _rows(tmp_path)] == [4]
 
 
+@pytest.mark.slow
 def test_skip_on_a_gan_counts_steps_and_stops_after_consecutive_skips(tmp_path, monkeypatch):
   # The generator's update of step 4 (the 2nd "gen" step of "disc*1,gen*1") is dropped.
   _poison(monkeypatch, LatentGAN, "gen", {3}, "params:generator")

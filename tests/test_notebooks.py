@@ -88,6 +88,7 @@ def test_config_cell_builds_the_paper_size_run(name, tmp_path, monkeypatch, caps
   assert steps >= 10_000, f"{name}: {steps} steps is not a paper-size run"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch):
   nbclient = pytest.importorskip("nbclient")

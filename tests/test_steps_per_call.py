@@ -49,6 +49,7 @@ def _same(a_rows, b_rows, a_params, b_params):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_seq2seq_four_steps_per_call_match_one(tmp_path):
   common = dict(stages__mle__num_steps=11, train__log_every=5, model__dropout=0.1,
                 data__buckets=(16,))
@@ -60,6 +61,7 @@ def test_seq2seq_four_steps_per_call_match_one(tmp_path):
   _same(rows1, rows4, p1, p4)
 
 
+@pytest.mark.slow
 def test_gan_cycle_two_disc_one_gen_matches_single_steps(tmp_path):
   common = dict(GAN_TINY, stages__gan__step="disc*2,gen*1", stages__gan__num_steps=12,
                 train__log_every=6)

@@ -1,0 +1,1 @@
+"""Semantic mutation testing of the papers' objectives (see CONTRIBUTING.md)."""

@@ -1,0 +1,1 @@
+"""The mutant catalogue: one module per area, each defining ``MUTANTS: list[Mutant]``."""
