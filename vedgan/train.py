@@ -322,7 +322,11 @@ class Trainer:
       sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
     if sums is None:
       raise ConfigError("the validation split yields no batch; lower train.eval_batch_size")
-    return self.objective.summarize(jax.device_get(sums))
+    results = self.objective.summarize(jax.device_get(sums))
+    if str(self.config.data.name).split("/")[0] == "oracle":  # issue 18 (vedgan/oracle_eval.py)
+      from vedgan import oracle_eval  # pylint: disable=import-outside-toplevel
+      results.update(oracle_eval.trainer_metrics(self))  # nll_oracle, nll_test, nll_oracle_data
+    return results
 
   def eval_and_log(self, span: StageSpan) -> dict[str, float]:
     results = self.evaluate()

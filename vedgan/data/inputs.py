@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 
 from vedgan.data import pipeline, sources
-from vedgan.data.tokenizer import (Tokenizer, load_tokenizer, tokenizer_exists,
+from vedgan.data.tokenizer import (IdentityTokenizer, Tokenizer, load_tokenizer, tokenizer_exists,
                                    train_sentencepiece, train_word_vocab)
 from vedgan.errors import CheckpointError, ConfigError, DataError
 
@@ -145,7 +145,10 @@ def train_tokenizer(config, texts):
   if kind == "word":
     return train_word_vocab(texts, int(tc.vocab_size), lowercase=bool(_get(tc, "lowercase", True)),
                             min_count=int(_get(tc, "min_count", 1)))
-  raise ConfigError(f"tokenizer.kind={kind!r} is not supported; use 'sentencepiece' or 'word'")
+  if kind == "identity":  # texts of token ids (the synthetic oracle, issue 18): nothing to train
+    return IdentityTokenizer(int(tc.vocab_size))
+  raise ConfigError(f"tokenizer.kind={kind!r} is not supported; use 'sentencepiece', 'word' or "
+                    "'identity'")
 
 
 def get_tokenizer(config, workdir: str, train_pairs) -> tuple[Tokenizer, bool]:

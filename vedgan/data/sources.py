@@ -227,6 +227,10 @@ def load_split(data_config: Any, split: str, verbose: bool = False
   if fmt != "tfds":
     from vedgan.data import custom  # pylint: disable=g-import-not-at-top
     return custom.load_split(data_config, split)
+  if split_name(config_value(data_config, "name"))[0] == "oracle":
+    # SeqGAN/Texygen's synthetic corpus (issue 18): sampled from the oracle LSTM and cached.
+    from vedgan.data import oracle_data  # pylint: disable=g-import-not-at-top
+    return oracle_data.load_split(data_config, split)
   builder = prepare_builder(data_config, verbose=verbose)
   return builder.as_data_source(split=split)
 
@@ -271,16 +275,18 @@ def sentences(records: Sequence[Mapping[str, Any]],
   Returns:
     ``[str, ...]``: for dialogue records every turn of every conversation
     (history turns and responses), each distinct stripped string once; empty
-    strings and undecodable bytes are left out.
+    strings and undecodable bytes are left out. Records with ``distinct = False``
+    (the ``oracle`` samples, :mod:`vedgan.data.oracle_data`) keep repeated strings.
   """
   seen, out = set(), []
+  distinct = getattr(records, "distinct", True)
 
   def add(value):
     try:
       text = _to_str(value).strip()
     except UnicodeDecodeError:
       return
-    if text and text not in seen:
+    if text and (not distinct or text not in seen):
       seen.add(text)
       out.append(text)
 

@@ -1,0 +1,154 @@
+"""The synthetic-oracle benchmark (issue 18): the oracle LSTM, its data source, the identity
+tokenizer and the oracle metrics of a tiny MLE run (configs/oracle.py:demo)."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import make_config
+from vedgan import oracle, train
+from vedgan.data import oracle_data, sources
+from vedgan.data.tokenizer import IdentityTokenizer, load_tokenizer
+from vedgan.errors import ConfigError
+
+
+def _np_oracle_logits(p, tokens):
+  """A hand-written numpy forward of the SeqGAN/Texygen layout: ``[B, T, V]`` float64."""
+  p = {k: np.asarray(v, np.float64) for k, v in p.items()}
+  sig = lambda x: 1.0 / (1.0 + np.exp(-x))
+  b, t = tokens.shape
+  h = np.zeros((b, p["U_i"].shape[0]))
+  c = np.zeros_like(h)
+  prev = np.zeros((b,), np.int64)            # the first input is token 0
+  out = []
+  for s in range(t):
+    x = p["embedding"][prev]
+    i = sig(x @ p["W_i"] + h @ p["U_i"] + p["b_i"])
+    f = sig(x @ p["W_f"] + h @ p["U_f"] + p["b_f"])
+    o = sig(x @ p["W_o"] + h @ p["U_o"] + p["b_o"])
+    c = f * c + i * np.tanh(x @ p["W_c"] + h @ p["U_c"] + p["b_c"])
+    h = o * np.tanh(c)
+    out.append(h @ p["W_out"] + p["b_out"])
+    prev = tokens[:, s]
+  return np.stack(out, axis=1)
+
+
+def test_sampler_and_nll_agree():
+  """The NLL of the oracle's own samples is an unbiased estimate of the per-token entropy
+  along the sampled prefixes; the exact softmax entropies are computed independently
+  (numpy forward). 4,000 x 8 tokens, seed 1: the difference is within 4 standard errors."""
+  p = oracle.random_params(jax.random.key(0), vocab=40, embed=8, hidden=8)
+  tokens = np.asarray(oracle.sample_jit(p, jax.random.key(1), num=4000, length=8))
+  assert tokens.shape == (4000, 8) and tokens.min() >= 0 and tokens.max() < 40
+  nll = np.asarray(oracle.token_nll(p, tokens), np.float64)
+  logits = _np_oracle_logits(p, tokens)
+  logp = logits - logits.max(-1, keepdims=True)
+  logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+  entropy = -(np.exp(logp) * logp).sum(-1)
+  se = (nll - entropy).std() / np.sqrt(nll.size)
+  print("nll", nll.mean(), "entropy", entropy.mean(), "se", se)
+  assert abs(nll.mean() - entropy.mean()) < 4 * se, (nll.mean(), entropy.mean(), se)
+  assert abs(oracle.mean_nll(p, tokens, chunk=1000) - nll.mean()) < 1e-5
+  # The sampler's own entropies (at the prefixes it drew) are the numpy ones.
+  toks2, ent2 = oracle.sample_with_entropy(p, jax.random.key(1), 4000, 8)
+  np.testing.assert_array_equal(np.asarray(toks2), tokens)
+  np.testing.assert_allclose(np.asarray(ent2), entropy, atol=1e-4)
+
+
+def test_npz_layout_reproduces_logits_exactly(tmp_path):
+  rng = np.random.default_rng(0)
+  shapes = oracle.param_shapes(vocab=30, embed=5, hidden=7)
+  arrays = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+  path = str(tmp_path / "oracle.npz")
+  np.savez(path, **arrays)
+  p = oracle.load_params(path)
+  tokens = rng.integers(0, 30, size=(6, 9))
+  np.testing.assert_allclose(np.asarray(oracle.logits(p, tokens)), _np_oracle_logits(arrays, tokens),
+                             rtol=1e-5, atol=1e-5)
+  # Missing and ill-shaped arrays are one-line ConfigErrors naming the array.
+  np.savez(path, **{k: v for k, v in arrays.items() if k != "U_f"})
+  with pytest.raises(ConfigError, match="U_f") as e:
+    oracle.load_params(path)
+  assert "\n" not in str(e.value)
+  np.savez(path, **{**arrays, "b_out": arrays["b_out"][:5]})
+  with pytest.raises(ConfigError, match=r"b_out has shape \(5,\), expected \(30,\)"):
+    oracle.load_params(path)
+  with pytest.raises(ConfigError, match="does not exist"):
+    oracle.load_params(str(tmp_path / "none.npz"))
+
+
+def test_identity_tokenizer_round_trips_ids(tmp_path):
+  tok = IdentityTokenizer(40 + 6)
+  assert tok.num_tokens == 40 and (tok.pad_id, tok.bos_id, tok.eos_id, tok.blank_id) == (0, 2, 3, 5)
+  ids = tok.encode("0 5 39 7")
+  assert ids == [6, 11, 45, 13]
+  assert tok.decode(ids) == "0 5 39 7"
+  assert tok.decode(ids + [tok.eos_id, 9]) == "0 5 39 7"
+  assert [tok.id_to_piece(i) for i in ids] == ["0", "5", "39", "7"]
+  assert tok.piece_to_id("39") == 45
+  with pytest.raises(ValueError, match="not a token id"):
+    tok.encode("40")
+  tok.save(tmp_path)
+  again = load_tokenizer(tmp_path)
+  assert isinstance(again, IdentityTokenizer) and again.fingerprint == tok.fingerprint
+
+
+def test_data_source_is_deterministic_and_cached(tmp_path):
+  d = make_config("configs/oracle.py", "demo", data__data_dir=str(tmp_path / "a")).data
+  train_a = sources.load_split(d, "train")
+  folder = oracle_data.cache_dir(d)
+  assert sorted(os.listdir(folder)) == ["meta.json", "oracle.npz", "test.txt", "train.txt"]
+  assert train_a.tokens.shape == (512, 8) and len(train_a) == 512
+  # Cached: a second read does not resample (the file is what is read).
+  stamp = os.path.getmtime(os.path.join(folder, "train.txt"))
+  np.testing.assert_array_equal(sources.load_split(d, "train").tokens, train_a.tokens)
+  assert os.path.getmtime(os.path.join(folder, "train.txt")) == stamp
+  # Deterministic: a fresh data dir resamples the same sequences; test differs from train.
+  d2 = make_config("configs/oracle.py", "demo", data__data_dir=str(tmp_path / "b")).data
+  np.testing.assert_array_equal(oracle_data.load_tokens(d2, "train"), train_a.tokens)
+  assert not np.array_equal(oracle_data.load_tokens(d2, "test")[:512], train_a.tokens[:256])
+  # The cached oracle is the configured one; repeated sequences are kept (no dedup).
+  np.testing.assert_array_equal(
+      np.asarray(oracle.load_params(os.path.join(folder, "oracle.npz"))["W_out"]),
+      np.asarray(oracle.from_config(d)["W_out"]))
+  assert len(sources.sentences(train_a)) == 512
+  repeated = oracle_data.OracleRecords(np.array([[1, 2], [1, 2], [3, 4]], np.int32))
+  assert sources.sentences(repeated) == ["1 2", "1 2", "3 4"]
+  # Another oracle seed, or another data seed, is another cache (and other samples).
+  d3 = make_config("configs/oracle.py", "demo", data__data_dir=str(tmp_path / "a"),
+                   data__oracle_seed=5).data
+  assert oracle_data.cache_dir(d3) != folder
+  d4 = make_config("configs/oracle.py", "demo", data__data_dir=str(tmp_path / "a"),
+                   data__oracle_data_seed=7).data
+  assert oracle_data.cache_dir(d4) != folder
+  assert not np.array_equal(oracle_data.load_tokens(d4, "train"), train_a.tokens)
+
+
+def test_demo_mle_run_writes_oracle_metrics_and_nll_test_falls(tmp_path):
+  config = make_config("configs/oracle.py", "demo", data__data_dir=str(tmp_path / "data"))
+  workdir = str(tmp_path / "run")
+  result = train.run(config, workdir)
+  assert result["step"] == 60 and not result["stopped"]
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  val = [r for r in rows if r["split"] == "validation"]
+  assert [r["step"] for r in val] == [0, 30, 60]
+  for r in val:
+    for k in ("nll_oracle", "nll_test", "nll_oracle_data"):
+      assert np.isfinite(r[k]), (k, r)
+  first, last = val[0], val[-1]
+  print({k: (first[k], last[k]) for k in ("nll_oracle", "nll_test", "nll_oracle_data",
+                                           "model_special_mass")})
+  assert last["nll_test"] < first["nll_test"] - 0.3
+  assert last["nll_oracle"] < first["nll_oracle"]
+  assert first["nll_oracle_data"] == last["nll_oracle_data"]
+  # The floor is below what an untrained model scores on the oracle's test data.
+  assert first["nll_oracle_data"] < first["nll_test"]
+  samples = oracle_data.read_tokens(os.path.join(workdir, "eval", "oracle_samples.txt"))
+  assert samples.shape == (256, 8) and samples.min() >= 0 and samples.max() < 40
+  # The file holds the scored samples: rescoring them gives the logged nll_oracle.
+  p = oracle.from_config(config.data)
+  assert abs(oracle.mean_nll(p, samples) - last["nll_oracle"]) < 1e-4
+  # nll_test is the model's NLL of the T oracle tokens (not the final blank).
+  assert 0 < last["nll_test"] < np.log(46)
