@@ -74,6 +74,7 @@ def make_config(path: str = "configs/seq2seq.py", variant: str = "demo", **overr
 SHARED_RUNS = ("tests/test_mojitalk.py::test_e2e_",)
 
 
+@pytest.hookimpl(optionalhook=True)   # no error under -p no:xdist
 def pytest_xdist_make_scheduler(config, log):
   """With ``-n N``: every test is its own unit of work (as xdist's ``load``), except the
   tests of each ``SHARED_RUNS`` prefix, which go to one worker together."""

@@ -319,6 +319,7 @@ def test_prompts_are_split_into_turns_and_encoded_turn_by_turn():
   assert batch["turns"][2, 0].tolist() == [tok.unk_id, 0, 0]  # no turn: one <unk>
 
 
+@pytest.mark.slow
 def test_report_suites_on_a_tiny_run(tmp_path):
   """Table 1, Table 2 and Fig. 3 through ``vedgan.evaluate``'s suites on a 4-step CO+SS run."""
   workdir = str(tmp_path / "run")
@@ -355,6 +356,7 @@ def test_report_suites_on_a_tiny_run(tmp_path):
                            plot_context=6)
 
 
+@pytest.mark.slow
 def test_demo_kla_collapses_while_bow_and_co_keep_kl_positive(tmp_path):
   """Same seed and 200-step budget on the embedded corpus (numbers in docs/collaborative_ved.md)."""
   results = {}

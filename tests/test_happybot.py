@@ -490,6 +490,7 @@ REWARD_MARGIN = 0.1
 VARIANCE_RATIO_MAX = 0.5
 
 
+@pytest.mark.slow
 def test_end_to_end_rl_lookahead_raises_reward_and_baseline_cuts_variance(tmp_path):
   config = make_config("configs/happybot.py", "demo", **E2E_OVERRIDES)
   workdir = str(tmp_path)

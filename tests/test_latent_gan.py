@@ -336,6 +336,7 @@ def _tiny(variant, **overrides):
                      **{k.replace(".", "__"): v for k, v in values.items()})
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_reconstruction_falls_and_greedy_samples_differ(tmp_path):
   steps = 900
   # The paper's minimax generator loss (the demo variant uses the non-saturating one).

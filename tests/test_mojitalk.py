@@ -538,6 +538,7 @@ def demo_run(tmp_path_factory):
                                labels=labels, classifier_frozen=frozen)
 
 
+@pytest.mark.slow
 def test_e2e_cvae_kl_stays_above_zero_with_the_bow_loss(demo_run):
   rows, models = demo_run.rows, demo_run.models
   cvae = [r for r in rows if r["stage"] == "cvae"]
@@ -551,6 +552,7 @@ def test_e2e_cvae_kl_stays_above_zero_with_the_bow_loss(demo_run):
   assert models["cvae"]["prior_perplexity"] < models["base"]["perplexity"]
 
 
+@pytest.mark.slow
 def test_e2e_classifier_beats_chance_by_a_clear_margin(demo_run):
   c = demo_run.report["classifier"]
   counts = np.bincount(demo_run.labels, minlength=8)
@@ -563,6 +565,7 @@ def test_e2e_classifier_beats_chance_by_a_clear_margin(demo_run):
   assert c["top5"] >= c["top1"]
 
 
+@pytest.mark.slow
 def test_e2e_reinforced_cvae_raises_the_label_probability_of_generations(demo_run):
   """Held-out (validation) contexts with their gold emoji; the paper's generation (5 prior
   samples, greedy each, the classifier's favourite kept; seed 0) scored by the frozen
@@ -581,6 +584,7 @@ def test_e2e_reinforced_cvae_raises_the_label_probability_of_generations(demo_ru
   assert demo_run.classifier_frozen
 
 
+@pytest.mark.slow
 def test_e2e_stage_comparison_reports_every_model(demo_run):
   models = demo_run.models
   assert list(models) == ["base", "cvae", "rl"]
@@ -597,6 +601,7 @@ def test_e2e_stage_comparison_reports_every_model(demo_run):
   assert demo_run.report["values"]["rl/emoji_top1"] == models["rl"]["emoji_top1"]
 
 
+@pytest.mark.slow
 def test_e2e_report_files_and_the_classifier_suite(demo_run):
   """eval/<suite>.json of both suites, the per-emoji accuracy plot (Fig. 1), and one
   classifier behind both suites."""

@@ -83,9 +83,21 @@ def test_mle_step_is_the_token_mean_and_learns():
   tgt = np.asarray(batch["response_out"])
   picked = np.take_along_axis(np.asarray(logp), tgt[..., None], -1)[..., 0]
   expected = -(picked * (tgt != 0)).sum() / (tgt != 0).sum()
+  # Its gradient: Eq. (MLE) composed by hand on the logits of [bos, y_<t]; the step reports
+  # the norm of the gradient before clipping.
+  mask = (tgt != 0).astype(np.float32)
+
+  def reference(params):
+    logits = obj.model.apply({"params": params}, batch["context"], batch["response_in"])
+    logp = jax.nn.log_softmax(logits)
+    return -(jnp.take_along_axis(logp, tgt[..., None], -1)[..., 0] * mask).sum() / mask.sum()
+
+  grads = jax.grad(reference)(state.params["model"])
+  grad_norm = np.sqrt(sum(float(jnp.sum(jnp.square(g))) for g in jax.tree.leaves(grads)))
   step = train.step_function(obj, "mle", config, state, mesh=mesh)
   state, metrics = step(state, batch)
   np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
+  np.testing.assert_allclose(metrics["grad_norm"], grad_norm, rtol=1e-4)
   assert int(metrics["tokens"]) == int((tgt != 0).sum())
   assert int(state.step) == 1
   for _ in range(40):
@@ -141,3 +153,51 @@ def test_a_temperature_sweep_compiles_once():
   greedy = obj.generate(state, ctx, jax.random.key(1), DecodeOptions(max_len=9))
   np.testing.assert_array_equal(outs[0].tokens, greedy.tokens)  # cold sampling = greedy
   assert not np.array_equal(outs[0].tokens, outs[2].tokens)
+
+
+def _reference_nll(model, params, batch):
+  """Per-row teacher-forced ``(sum_t -log p(y_t | y_<t, x), #tokens)`` without dropout, from
+  the model's logits on ``[bos, y...]`` and a numpy log-softmax over the real tokens."""
+  logits = np.asarray(model.apply({"params": params}, batch["context"], batch["response_in"]),
+                      np.float64)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  tgt = np.asarray(batch["response_out"])
+  picked = np.take_along_axis(logp, tgt[..., None], -1)[..., 0]
+  mask = tgt != 0
+  return -(picked * mask).sum(-1), mask.sum(-1).astype(np.float64)
+
+
+def test_mle_trains_with_dropout_and_evaluates_without():
+  """The MLE step runs the model with dropout (its loss differs from the deterministic
+  token-mean NLL); ``eval_step`` scores the deterministic model."""
+  obj, config = _objective(model__dropout=0.5)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  batch = _batch()
+  state = obj.init(jax.random.key(0), batch)
+  nll, count = _reference_nll(obj.model, state.params["model"], batch)
+  sums = obj.eval_step(state, batch)
+  np.testing.assert_allclose(sums["nll"], nll.sum(), rtol=1e-5)
+  np.testing.assert_allclose(sums["tokens"], count.sum())
+  step = train.step_function(obj, "mle", config, state, mesh=mesh, donate_state=False)
+  _, metrics = step(state, parallel.shard_batch(batch, mesh))
+  assert abs(float(metrics["loss"]) - nll.sum() / count.sum()) > 1e-3
+
+
+def test_eval_sums_and_perplexity():
+  """Evaluation sums the NLL and tokens of real rows only (``weight`` 0 rows weigh
+  nothing); the perplexity is ``exp(sum NLL / #tokens)``, the exponentiated token mean."""
+  obj, _ = _objective()
+  batch = _batch()
+  batch["weight"] = np.array([1.0, 1.0, 0.0, 1.0], np.float32)
+  state = obj.init(jax.random.key(0), batch)
+  nll, count = _reference_nll(obj.model, state.params["model"], batch)
+  w = batch["weight"]
+  sums = obj.eval_step(state, batch)
+  np.testing.assert_allclose(sums["nll"], (nll * w).sum(), rtol=1e-5)
+  np.testing.assert_allclose(sums["tokens"], (count * w).sum())
+  np.testing.assert_allclose(sums["examples"], 3.0)
+  out = obj.summarize(jax.device_get(sums))
+  token_mean = (nll * w).sum() / (count * w).sum()
+  np.testing.assert_allclose(out["nll"], token_mean, rtol=1e-5)
+  np.testing.assert_allclose(out["perplexity"], np.exp(token_mean), rtol=1e-5)
+

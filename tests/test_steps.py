@@ -181,6 +181,75 @@ def test_reset_optimizer_gives_a_fresh_state_at_the_stage_start_only():
   assert int(state.opt_state["a"][0].count) == 2
 
 
+def _fresh_adam_step(w, g, lr, eps):
+  """``w`` after one Adam step from a fresh state: bias correction makes the first update
+  ``g / (|g| + eps)`` whatever ``b1, b2`` (Kingma & Ba, Alg. 1)."""
+  return w - lr * g / (np.abs(g) + eps)
+
+
+def test_the_update_uses_the_running_stage_learning_rate():
+  """Each stage has its own scheduled rate: ``lr * decay ** (k // every) * min(1, (k+1) /
+  warmup)`` at stage step ``k``; the update and the reported rate use it, not the first
+  stage's rate nor the bare ``learning_rate`` field."""
+  config = _config(num_steps=4)
+  config.stages.second = configlib.stage("fit", 6, 0.02, warmup_steps=4, lr_decay=0.5,
+                                         lr_decay_every=2)
+  fn = _build(Step(trains=("a",), loss=_quadratic), config, span_index=1)
+  batch = _batch()
+  eps = float(config.optimizer.eps)
+  for k in (0, 2, 5):
+    state = _state(config, _params()).replace(step=jnp.int32(4 + k))  # fresh Adam state
+    new, metrics = fn(state, batch)
+    lr = 0.02 * 0.5 ** (k // 2) * min(1.0, (k + 1) / 4)
+    np.testing.assert_allclose(metrics["learning_rate"], lr, rtol=1e-6)
+    w = np.ones(3)
+    g = 2 * (w - batch["x"].mean(0))
+    np.testing.assert_allclose(new.params["a"]["w"], _fresh_adam_step(w, g, lr, eps),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_without_reset_the_optimizer_state_carries_over_stages():
+  """``reset_optimizer=False``: the next stage's first step continues the Adam moments."""
+  config = _config(reset=False, num_steps=2)
+  spec = Step(trains=("a",), loss=_quadratic)
+  state = _state(config, _params())
+  first = _build(spec, config, span_index=0)
+  second = _build(spec, config, span_index=1)
+  batch = _batch()
+  state, _ = first(state, batch)
+  state, _ = first(state, batch)
+  mu_before = np.asarray(state.opt_state["a"][0].mu["w"])
+  g = 2 * (np.asarray(state.params["a"]["w"]) - batch["x"].mean(0))
+  state, _ = second(state, batch)  # step 2: the first of stage "second"
+  assert int(state.opt_state["a"][0].count) == 3
+  np.testing.assert_allclose(state.opt_state["a"][0].mu["w"], 0.9 * mu_before + 0.1 * g,
+                             rtol=1e-5)
+
+
+def test_step_keys_are_fresh_every_step_and_device():
+  """``ctx.rng = fold_in(fold_in(fold_in(root, step), 0), device)`` (the module docstring's
+  derivation, so a resumed run draws the same numbers); keys differ from step to step."""
+  config = _config()
+  plan = Plan.from_config(config)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+
+  def inspect(state, batch):
+    del batch
+    ctx = steps.StepContext(state, plan.spans[0], plan, "fit")
+    return state, {"rng": jax.random.key_data(ctx.rng)}
+
+  fn = parallel.data_parallel(inspect, mesh, donate_state=False)
+  state = _state(config, _params())
+  root = jax.random.key(0)
+  got = {}
+  for t in (3, 4):
+    _, out = fn(state.replace(step=jnp.int32(t)), _batch())
+    got[t] = np.asarray(out["rng"])
+    want = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, t), 0), 0)
+    np.testing.assert_array_equal(got[t], jax.random.key_data(want))
+  assert not np.array_equal(got[3], got[4])
+
+
 def test_keys_by_name_and_phase_steps():
   config = _config(stage_step="ae*2,cvae*1")
   plan = Plan.from_config(config)

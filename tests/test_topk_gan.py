@@ -460,6 +460,7 @@ def _in_subprocess(scenario, workdir):
   return proc.stdout
 
 
+@pytest.mark.slow
 def test_resumed_run_restores_the_replay_corpus(tmp_path):
   _in_subprocess("_resume_scenario", tmp_path)  # asserts the restored corpus equals run 1's
   first = np.load(tmp_path / "first_run_replay.npz")
@@ -473,6 +474,7 @@ def test_resumed_run_restores_the_replay_corpus(tmp_path):
   assert (final["inputs"][16:24] != 0).any() and (final["time"][:24] == 0).all()
 
 
+@pytest.mark.slow
 def test_end_to_end_tiny_demo(tmp_path):
   """MLE pretraining, C_D, D pretraining, 4 global iterations; Section 5's measures."""
   _in_subprocess("_e2e_scenario", tmp_path)

@@ -7,7 +7,8 @@
 For each mutant: a private copy of the tracked tree gets the one edit, and only the tests
 the mutant names run there (``pytest -x``, no xdist). A mutant is *killed* when those tests
 fail, *survived* when they pass, *invalid* when its text no longer occurs exactly once (the
-catalogue is stale: fix the mutant). The unmutated tree runs the same tests first; a failure
+catalogue is stale: fix the mutant), *error* when pytest could not run them (exit status
+2-5, or the timeout). The unmutated tree runs the same tests first; a failure
 there stops the run, since a kill would mean nothing. One compilation cache and one prepared
 data directory are shared by all runs, so unchanged programs compile once.
 Writes a Markdown table and a JSON record to ``--out`` (default ``/tmp/vedgan-mutation``).
@@ -61,8 +62,7 @@ def copy_tree(dest: str, files: list[str]) -> None:
 
 
 def run_tests(tree: str, tests: tuple[str, ...], env: dict, timeout: float) -> tuple[int, str]:
-  cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:xdist", "-p", "no:randomly",
-         *tests]
+  cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:xdist", *tests]
   try:
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -76,7 +76,7 @@ def run_tests(tree: str, tests: tuple[str, ...], env: dict, timeout: float) -> t
 @dataclasses.dataclass
 class Result:
   name: str
-  status: str          # killed | survived | invalid
+  status: str          # killed | survived | invalid | error
   seconds: float
   detail: str
 
@@ -98,7 +98,9 @@ def run_one(mutant: Mutant, files: list[str], workroot: str, env: dict,
       f.write(text)
     env = dict(env, PYTHONPATH=tree)
     rc, tail = run_tests(tree, mutant.tests, env, timeout)
-    status = "survived" if rc == 0 else "killed"
+    # pytest exits 1 when a test failed; 2-5 (interrupted, internal or usage error, nothing
+    # collected) and timeouts say nothing about the mutant.
+    status = {0: "survived", 1: "killed"}.get(rc, "error")
     return Result(mutant.name, status, time.time() - start, tail)
   finally:
     shutil.rmtree(tree, ignore_errors=True)
@@ -147,10 +149,12 @@ def main(argv=None) -> int:
   wall = time.time() - start
   order = {m.name: k for k, m in enumerate(mutants)}
   results.sort(key=lambda r: order[r.name])
-  counts = {s: sum(r.status == s for r in results) for s in ("killed", "survived", "invalid")}
+  counts = {s: sum(r.status == s for r in results)
+            for s in ("killed", "survived", "invalid", "error")}
   by_name = {m.name: m for m in mutants}
   lines = [f"# Mutation report: {len(results)} mutants, {counts['killed']} killed, "
-           f"{counts['survived']} survived, {counts['invalid']} invalid, {wall:.0f} s wall",
+           f"{counts['survived']} survived, {counts['invalid']} invalid, {counts['error']} error, "
+           f"{wall:.0f} s wall",
            "", "| mutant | status | s | what it breaks |", "|---|---|---|---|"]
   lines += [f"| `{r.name}` | {r.status} | {r.seconds:.0f} | {by_name[r.name].why} |"
             for r in results]
@@ -163,7 +167,7 @@ def main(argv=None) -> int:
   for r in results:
     if r.status != "killed":
       print(f"  {r.status}: {r.name} ({r.detail})")
-  return 0 if counts["survived"] == counts["invalid"] == 0 else 1
+  return 0 if counts["killed"] == len(results) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,57 @@
+"""Mutants of the REINFORCE losses (vedgan/losses/rl.py)."""
+from mutation.mutant import Mutant
+
+RL = "vedgan/losses/rl.py"
+L = "tests/test_losses.py::"
+REINFORCE = (L + "test_reinforce_loss_hand_values_and_broadcasting",
+             L + "test_reinforce_loss_stop_gradient_and_masks")
+BASELINE = (L + "test_baseline_loss_values_gradients_and_masks",)
+
+MUTANTS = [
+    Mutant("losses_rl/reinforce_baseline_sign", RL,
+           "target = target - _per_step(baseline, log_probs, \"baseline\")",
+           "target = target + _per_step(baseline, log_probs, \"baseline\")",
+           "HappyBot Eq. 9 / MojiTalk Alg. 1 l. 11: the advantage is R - b", REINFORCE),
+    Mutant("losses_rl/reinforce_no_stop_gradient", RL,
+           "advantage = jax.lax.stop_gradient(target).astype(log_probs.dtype)",
+           "advantage = target.astype(log_probs.dtype)",
+           "REINFORCE: the advantage is a constant; no policy gradient into reward or baseline",
+           REINFORCE),
+    Mutant("losses_rl/reinforce_sign", RL,
+           "return -_masked_sum(advantage * log_probs, mask)",
+           "return _masked_sum(advantage * log_probs, mask)",
+           "REINFORCE: minimising the loss ascends E[R]", REINFORCE),
+    Mutant("losses_rl/reinforce_mask_ignored", RL,
+           "return -_masked_sum(advantage * log_probs, mask)",
+           "return -_masked_sum(advantage * log_probs, jnp.ones_like(mask))",
+           "Eq. 9: sum over the generated tokens only", REINFORCE),
+    Mutant("losses_rl/baseline_target_not_stopped", RL,
+           "target = jax.lax.stop_gradient(_per_step(rewards, predicted, \"rewards\"))",
+           "target = _per_step(rewards, predicted, \"rewards\")",
+           "Eq. 8: only the baseline is trained by its squared error", BASELINE),
+    Mutant("losses_rl/baseline_abs_error", RL,
+           "jnp.square(predicted - target.astype(predicted.dtype))",
+           "jnp.abs(predicted - target.astype(predicted.dtype))",
+           "Eq. 8: squared error", BASELINE),
+    Mutant("losses_rl/mixed_swapped", RL,
+           "return weight * rl + (1.0 - weight) * mle",
+           "return weight * mle + (1.0 - weight) * rl",
+           "HappyBot Eq. 10: lambda weighs L_RL", (L + "test_mixed_loss",)),
+    Mutant("losses_rl/returns_discount_ignored", RL,
+           "ret = jnp.where(m_t, r_t + g_t * next_return, jnp.zeros_like(r_t))",
+           "ret = jnp.where(m_t, r_t + next_return, jnp.zeros_like(r_t))",
+           "G_t = r_t + gamma G_{t+1}", (L + "test_discounted_returns_hand_values_and_reference",)),
+    Mutant("losses_rl/rank_ties_against_label", RL,
+           "return 1 + jnp.sum(scores > own, axis=-1, dtype=jnp.int32)",
+           "return 1 + jnp.sum(scores >= own, axis=-1, dtype=jnp.int32)",
+           "MojiTalk Eq. 3: rank = 1 + #classes scored strictly higher",
+           (L + "test_label_rank_and_rank_weight",)),
+    Mutant("losses_rl/rank_weight_top5_boundary", RL,
+           "jnp.where(rank <= 5, top5, other)", "jnp.where(rank < 5, top5, other)",
+           "MojiTalk Eq. 3: alpha = 0.5 for ranks 2 to 5 inclusive",
+           (L + "test_label_rank_and_rank_weight",)),
+    Mutant("losses_rl/rank_weight_top1_is_top5", RL,
+           "return jnp.where(rank <= 1, top1,", "return jnp.where(rank <= 0, top1,",
+           "MojiTalk Eq. 3: alpha = 0 when R already ranks 1",
+           (L + "test_label_rank_and_rank_weight",)),
+]

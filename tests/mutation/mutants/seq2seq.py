@@ -1,0 +1,61 @@
+"""Mutants of the MLE seq2seq baseline (vedgan/papers/seq2seq/algorithm.py)."""
+from mutation.mutant import Mutant
+
+ALGO = "vedgan/papers/seq2seq/algorithm.py"
+T = "tests/test_seq2seq.py::"
+MLE = T + "test_mle_step_is_the_token_mean_and_learns"
+
+MUTANTS = [
+    Mutant("seq2seq/row_mean", ALGO,
+           "return Weighted(nll.sum(), count.sum())",
+           "return Weighted(nll.sum(), jnp.float32(nll.shape[0]))",
+           "Eq. (MLE): the loss is the token mean -sum_t log p(y_t|y_<t,x) / #tokens, not a "
+           "per-sequence mean",
+           (MLE,)),
+    Mutant("seq2seq/sum_not_mean", ALGO,
+           "return Weighted(nll.sum(), count.sum())",
+           "return Weighted(nll.sum(), jnp.float32(1.0))",
+           "Eq. (MLE): the summed NLL is divided by the number of target tokens",
+           (MLE,)),
+    Mutant("seq2seq/padding_in_mask", ALGO,
+           "token_mask(batch[\"response_out\"]))",
+           "jnp.ones_like(batch[\"response_out\"], jnp.float32))",
+           "Eq. (MLE): padding positions are not tokens of y; they neither add NLL nor count",
+           (MLE,)),
+    Mutant("seq2seq/decoder_reads_target", ALGO,
+           "batch[\"response_in\"], train=train,",
+           "batch[\"response_out\"], train=train,",
+           "teacher forcing: p(y_t | y_<t, x) reads [bos, y_1 .. y_{t-1}], never y_t itself",
+           (MLE,)),
+    Mutant("seq2seq/decoder_input_shifted", ALGO,
+           "batch[\"response_in\"], train=train,",
+           "jnp.roll(batch[\"response_in\"], 1, axis=1), train=train,",
+           "teacher forcing: the decoder input at t is y_{t-1} ([bos, y...]), shifted by one",
+           (MLE,)),
+    Mutant("seq2seq/chunked_decoder_reads_target", ALGO,
+           "batch[\"response_in\"],\n                       batch[\"response_out\"], chunk,",
+           "batch[\"response_out\"],\n                       batch[\"response_out\"], chunk,",
+           "teacher forcing (chunked output layer): the decoder reads [bos, y...], not y",
+           ("tests/test_chunked_loss.py::test_seq2seq_loss_same_with_loss_chunk",)),
+    Mutant("seq2seq/no_dropout_in_training", ALGO,
+           "nll, count = sequence_nll(self.model, params[\"model\"], batch, self.chunk, ctx.rng)",
+           "nll, count = sequence_nll(self.model, params[\"model\"], batch, self.chunk)",
+           "training runs the model with dropout (config model.dropout), evaluation without",
+           (T + "test_mle_trains_with_dropout_and_evaluates_without",)),
+    Mutant("seq2seq/dropout_in_eval", ALGO,
+           "nll, count = sequence_nll(self.model, state.params[\"model\"], batch, self.chunk)",
+           "nll, count = sequence_nll(self.model, state.params[\"model\"], batch, self.chunk, "
+           "jax.random.key(0))",
+           "evaluation scores the deterministic model (no dropout)",
+           (T + "test_mle_trains_with_dropout_and_evaluates_without",)),
+    Mutant("seq2seq/eval_padding_rows_count", ALGO,
+           "return {\"nll\": (nll * w).sum(), \"tokens\": (count * w).sum()",
+           "return {\"nll\": nll.sum(), \"tokens\": count.sum()",
+           "evaluation: padding rows of the last batch weigh 0 in the test NLL",
+           (T + "test_eval_sums_and_perplexity",)),
+    Mutant("seq2seq/perplexity_per_example", ALGO,
+           "nll = float(sums[\"nll\"]) / max(float(sums[\"tokens\"]), 1.0)",
+           "nll = float(sums[\"nll\"]) / max(float(sums[\"examples\"]), 1.0)",
+           "perplexity = exp(token-mean NLL), not of the per-response NLL",
+           (T + "test_eval_sums_and_perplexity",)),
+]

@@ -1,0 +1,128 @@
+"""Mutants of the top-k softmax dialogue GAN (vedgan/papers/topk_gan, vedgan/replay.py)."""
+from mutation.mutant import Mutant
+
+ALGO = "vedgan/papers/topk_gan/algorithm.py"
+REPLAY = "vedgan/replay.py"
+T = "tests/test_topk_gan.py::"
+W = "tests/test_topk_gan_wiring.py::"
+
+ADV = (W + "test_adversarial_loss_is_eq6_on_the_topk_path",
+       W + "test_adversarial_loss_reads_each_response_up_to_its_eos",
+       W + "test_generator_step_lowers_a_and_discriminator_step_separates")
+DISC = (W + "test_discriminator_loss_is_eq5_on_the_balanced_batch",
+        W + "test_generator_step_lowers_a_and_discriminator_step_separates",
+        T + "test_discriminator_batches_are_balanced_with_disjoint_inputs")
+TOPK = (T + "test_topk_vectors_equal_the_hand_computed_weighted_average",
+        W + "test_adversarial_loss_is_eq6_on_the_topk_path")
+GRAD = (T + "test_generator_loss_gradient_reaches_the_output_layer_through_topk",
+        W + "test_words_get_the_adversarial_gradient_through_the_topk_rows",
+        W + "test_discriminator_step_trains_the_shared_word_vectors")
+REFILL = (T + "test_refill_and_discriminator_steps",
+          T + "test_replay_ring_buffer_wraps_and_stamps_time")
+SAMPLE = (T + "test_recency_weighted_sampling_favours_new_entries_as_specified",
+          T + "test_discriminator_batches_are_balanced_with_disjoint_inputs",
+          T + "test_replay_docstring_example")
+MLE = (W + "test_mle_loss_is_eq4_the_mean_of_per_response_means",)
+EVAL = (W + "test_eval_step_matches_a_hand_composed_reference",)
+
+MUTANTS = [
+    # -- Eq. 6: the generator's adversarial loss ---------------------------------------
+    Mutant("topk_gan/gen_adv_sign", ALGO,
+           "return (Weighted(a.sum(), jnp.asarray(context.shape[0], jnp.float32)),",
+           "return (Weighted(-a.sum(), jnp.asarray(context.shape[0], jnp.float32)),",
+           "Eq. 6: G minimises a (D's confidence the response is a bot's); -a helps D", ADV),
+    Mutant("topk_gan/gen_adv_sum_not_mean", ALGO,
+           "return (Weighted(a.sum(), jnp.asarray(context.shape[0], jnp.float32)),",
+           "return (Weighted(a.sum(), jnp.asarray(1.0, jnp.float32)),",
+           "Eq. 6: L_G = 1/|B_G| sum_x a is a mean over the batch, not a sum", ADV),
+    Mutant("topk_gan/gen_adv_one_minus_a", ALGO,
+           "return losses.dialogue_generator_loss(d_logits), run",
+           "return losses.dialogue_generator_loss(-d_logits), run",
+           "Eq. 6 with a = P(bot): G minimising 1 - a would make its responses look more bot-like",
+           ADV),
+    Mutant("topk_gan/gen_adv_reads_argmax_vectors", ALGO,
+           "d_logits = self._apply(params, context, run[\"vectors\"],",
+           "d_logits = self._apply(params, context, jnp.take(params[\"words\"], run[\"tokens\"], 0),",
+           "Eq. 7 vs 8-9: D must read the top-k approximations ũ_t, not W[argmax] (no gradient)",
+           GRAD + ADV),
+    Mutant("topk_gan/gen_adv_reads_past_eos", ALGO,
+           "run[\"vectors\"], run[\"emitted\"].astype(jnp.float32),",
+           "run[\"vectors\"], jnp.ones(run[\"emitted\"].shape, jnp.float32),",
+           "Eq. 3: the response stops at EOS (tau); D must not read the vectors after it", ADV),
+    # -- Eq. 8-9: the top-k softmax path ---------------------------------------------------
+    Mutant("topk_gan/topk_other_k", ALGO,
+           "relax.topk_softmax_embedding(f, words, k=self.k).vector",
+           "relax.topk_softmax_embedding(f, words, k=self.k + 1).vector",
+           "Eq. 8: the softmax is renormalised over the k = gan.topk largest f_t only", TOPK),
+    Mutant("topk_gan/topk_full_softmax", ALGO,
+           "relax.topk_softmax_embedding(f, words, k=self.k).vector",
+           "relax.soft_embedding(jax.nn.softmax(f), words)",
+           "Eq. 8-9 (Sec. 3, related approaches): averaging all word vectors is what top-k avoids",
+           TOPK),
+    Mutant("topk_gan/topk_words_stop_gradient", ALGO,
+           "    words = params[\"words\"]\n",
+           "    words = jax.lax.stop_gradient(params[\"words\"])\n",
+           "Eq. 9: ũ_t = sum p~_t[i] W[k_t[i]] is differentiable in the shared W too", GRAD),
+    Mutant("topk_gan/free_run_no_argmax_feedback", ALGO,
+           "return (carry, tok, done | (tok == t.eos_id)), out",
+           "return (carry, prev, done | (tok == t.eos_id)), out",
+           "Eq. 3: the decoder reads W[y_{t-1}] with y_{t-1} = argmax f_{t-1}", TOPK),
+    # -- Eq. 5: the discriminator ----------------------------------------------------------
+    Mutant("topk_gan/disc_labels_swapped_in_loss", ALGO,
+           "total = losses.dialogue_discriminator_loss(logits, labels).sum()",
+           "total = losses.dialogue_discriminator_loss(logits, 1.0 - labels).sum()",
+           "Eq. 5: l = 1 marks the bot's responses, l = 0 the human ones", DISC),
+    Mutant("topk_gan/disc_labels_swapped_in_batch", ALGO,
+           "\"labels\": jnp.concatenate([jnp.zeros((h,)), jnp.ones((h,))])",
+           "\"labels\": jnp.concatenate([jnp.ones((h,)), jnp.zeros((h,))])",
+           "Eq. 5: the human half gets l = 0, the replayed (generated) half l = 1", DISC),
+    Mutant("topk_gan/disc_human_reads_response_in", ALGO,
+           "db = self.discriminator_batch(ctx.state.extra[\"replay\"], batch[\"context\"],\n"
+           "                                  batch[\"response_out\"], ctx.rng)",
+           "db = self.discriminator_batch(ctx.state.extra[\"replay\"], batch[\"context\"],\n"
+           "                                  batch[\"response_in\"], ctx.rng)",
+           "Eq. 5: the human pairs are (x, r) with r the response, not the decoder's bos-shifted input",
+           DISC),
+    Mutant("topk_gan/disc_trains_words", ALGO,
+           "if not self.discriminator_trains_words:",
+           "if self.discriminator_trains_words:",
+           "Sec. 4: the shared W is optimised throughout training, by L_D too (discriminator_trains_words)",
+           GRAD),
+    # -- Eq. 4: MLE ------------------------------------------------------------------------
+    Mutant("topk_gan/mle_token_mean", ALGO,
+           "return (Weighted(jnp.sum(per_response * rows), rows.sum()),",
+           "return (Weighted(nll.sum(), count.sum()),",
+           "Eq. 4: 1/|C| sum 1/|s| sum_t: each response's per-token mean, then the batch mean",
+           MLE),
+    # -- Evaluation ------------------------------------------------------------------------
+    Mutant("topk_gan/eval_d_correct_inverted", ALGO,
+           "\"d_correct\": jnp.sum(((a_h < 0.5).astype(jnp.float32)",
+           "\"d_correct\": jnp.sum(((a_h > 0.5).astype(jnp.float32)",
+           "Eq. 5's convention: a human response is classified right when a < 0.5", EVAL),
+    Mutant("topk_gan/eval_d_topk_reads_argmax", ALGO,
+           "jnp.take(words, run[\"tokens\"], axis=0), run[\"vectors\"]])",
+           "jnp.take(words, run[\"tokens\"], axis=0), jnp.take(words, run[\"tokens\"], axis=0)])",
+           "Sec. 5: d_topk is D on the top-k approximations ũ_t (Eq. 9), not on W[y_t]", EVAL),
+    # -- C_D: refill and replay ------------------------------------------------------------
+    Mutant("topk_gan/refill_writes_human_responses", ALGO,
+           "_all_gather(run[\"tokens\"])",
+           "_all_gather(replay.fit_width(batch[\"response_out\"], self.response_len))",
+           "Algorithm 1: C_D holds G's responses y to the inputs x, not the corpus responses",
+           REFILL),
+    Mutant("topk_gan/refill_unstamped", ALGO,
+           "_all_gather(run[\"tokens\"]),\n                        state.extra[\"generator_updates\"])",
+           "_all_gather(run[\"tokens\"]),\n                        0)",
+           "Sec. 3: recency in C_D is the generator's version (its number of updates)", REFILL),
+    Mutant("topk_gan/replay_add_overwrites_first_rows", REPLAY,
+           "rows = (corpus.cursor + jnp.arange(n, dtype=jnp.int32)) % corpus.capacity",
+           "rows = jnp.arange(n, dtype=jnp.int32) % corpus.capacity",
+           "Sec. 3: C_D grows with every refill (ring buffer), older pairs are kept", REFILL),
+    Mutant("topk_gan/replay_recency_inverted", REPLAY,
+           "w = jnp.where(half_life > 0, jnp.exp2(-age / safe), 1.0)",
+           "w = jnp.where(half_life > 0, jnp.exp2(age / safe), 1.0)",
+           "Sec. 3: more recent pairs of C_D are taken with a higher probability", SAMPLE),
+    Mutant("topk_gan/replay_exclusion_ignored", REPLAY,
+           "w = jnp.where(ok, kept, w)",
+           "w = jnp.where(ok, w, w)",
+           "Sec. 4: human and generated examples of a D batch do not share the input", SAMPLE),
+]
