@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import make_config
-from vedgan import oracle, train
+from vedgan import eval_suites, oracle, train
 from vedgan.data import oracle_data, sources
 from vedgan.data.tokenizer import IdentityTokenizer, load_tokenizer
 from vedgan.errors import ConfigError
@@ -152,3 +152,17 @@ def test_demo_mle_run_writes_oracle_metrics_and_nll_test_falls(tmp_path):
   assert abs(oracle.mean_nll(p, samples) - last["nll_oracle"]) < 1e-4
   # nll_test is the model's NLL of the T oracle tokens (not the final blank).
   assert 0 < last["nll_test"] < np.log(46)
+  # The temperature sweep (item 4) on the same run: NLL-test at T = 1 is the logged one,
+  # sharper sampling gives samples the oracle finds likelier, and the curve is plotted.
+  out = eval_suites.run_suites(workdir, "oracle_temperature", echo=None, num_samples=200,
+                               temperatures=(0.5, 1.0, 2.0))["oracle_temperature"]
+  (curve,) = out["curves"]
+  points = {p["temperature"]: p for p in curve["points"]}
+  assert sorted(points) == [0.5, 1.0, 2.0] and curve["likelihood"]
+  np.testing.assert_allclose(points[1.0]["nll_test"], last["nll_test"], rtol=1e-5)
+  assert points[0.5]["nll_oracle"] < points[1.0]["nll_oracle"] < points[2.0]["nll_oracle"]
+  assert points[2.0]["nll_test"] > points[1.0]["nll_test"]       # a flattened model fits worse
+  assert out["values"]["nll_oracle_data"] == pytest.approx(last["nll_oracle_data"])
+  assert os.path.isfile(os.path.join(workdir, "eval", "oracle_temperature.png"))
+  with pytest.raises(ConfigError, match="must be > 0"):
+    eval_suites.run_suites(workdir, "oracle_temperature", echo=None, temperatures=(0.0, 1.0))

@@ -36,6 +36,7 @@ anything is written.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import time
@@ -146,9 +147,9 @@ def register_suite(name: str, decodes: bool = True):
 
 def _load_suites() -> None:
   """Imports the modules that register suites: :mod:`vedgan.dialogue_suites` (the generic
-  ones) and :mod:`vedgan.papers` (each paper's ``report.py``)."""
-  import vedgan.dialogue_suites  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  import vedgan.papers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  ones), :mod:`vedgan.papers` (each paper's ``report.py``) and :mod:`vedgan.oracle_suite`."""
+  for module in ("vedgan.dialogue_suites", "vedgan.papers", "vedgan.oracle_suite"):
+    importlib.import_module(module)
 
 
 def known_suites() -> tuple[str, ...]:

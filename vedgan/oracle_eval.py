@@ -67,8 +67,9 @@ def _model_fns(generator: gan.Generator, latent_dim: int, length: int):
   ``sample(params, key, temperature, num) -> (oracle ids [num, T], special mass [num, T])``:
   ``z ~ N(0, I)`` from ``fold_in(key, 0)`` (latent models), step ``t`` draws from
   ``softmax(o_t[OFFSET:] / temperature)`` with ``fold_in(fold_in(key, 1), t)``.
-  ``token_nll(params, tokens [B, T]) -> [B, T]``: ``-log p_model(y_t | y_<t)`` of oracle
-  ids (teacher forced from ``<s>``, the model's full softmax).
+  ``token_nll(params, tokens [B, T], temperature) -> [B, T]``: ``-log p_model(y_t | y_<t)``
+  of oracle ids under ``softmax(o_t / temperature)`` (teacher forced from ``<s>``, the
+  model's full softmax).
   """
 
   def sample(params, key, temperature, num):
@@ -88,12 +89,13 @@ def _model_fns(generator: gan.Generator, latent_dim: int, length: int):
     _, (tokens, special) = jax.lax.scan(body, (carry0, prev0), jnp.arange(length, dtype=jnp.int32))
     return jnp.swapaxes(tokens, 0, 1), jnp.swapaxes(special, 0, 1)
 
-  def token_nll(params, tokens):
+  def token_nll(params, tokens, temperature):
     ids = tokens.astype(jnp.int32) + OFFSET
     tokens_in = jnp.concatenate([jnp.full((ids.shape[0], 1), generator.start_id, jnp.int32),
                                  ids[:, :-1]], axis=1)
     z = jnp.zeros((ids.shape[0], latent_dim), jnp.float32)
-    logp = jax.nn.log_softmax(generator.apply({"params": params}, z, tokens_in), axis=-1)
+    logits = generator.apply({"params": params}, z, tokens_in) / temperature
+    logp = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.take_along_axis(logp, ids[..., None], axis=-1)[..., 0]
 
   return (jax.jit(sample, static_argnames=("num",)), jax.jit(token_nll))
@@ -146,8 +148,9 @@ class OracleEvaluator:
     n = self.num_samples
     return np.concatenate(toks)[:n], float(np.concatenate(mass)[:n].mean())
 
-  def nll_test(self, state) -> float:
-    """The model's mean per-token NLL of the test split (fixed ``chunk`` rows per call)."""
+  def nll_test(self, state, temperature: float = 1.0) -> float:
+    """The model's mean per-token NLL of the test split under its softmax at
+    ``temperature`` (fixed ``chunk`` rows per call)."""
     _, token_nll = _model_fns(self.objective.generator, 0, self.length)
     params = state.params["generator"]
     total, n = 0.0, self.test.shape[0]
@@ -156,7 +159,8 @@ class OracleEvaluator:
       pad = self.chunk - rows.shape[0]
       if pad:
         rows = np.concatenate([rows, np.zeros((pad, self.length), np.int32)])
-      total += float(np.asarray(token_nll(params, jnp.asarray(rows)), np.float64)[
+      nll = token_nll(params, jnp.asarray(rows), jnp.float32(temperature))
+      total += float(np.asarray(nll, np.float64)[
           :self.chunk - pad].sum())
     return total / (n * self.length)
 

@@ -22,6 +22,7 @@ import importlib
 import json
 import os
 import pkgutil
+import shlex
 import shutil
 import subprocess
 import sys
@@ -61,8 +62,9 @@ def copy_tree(dest: str, files: list[str]) -> None:
     shutil.copy2(os.path.join(REPO, rel), target)
 
 
-def run_tests(tree: str, tests: tuple[str, ...], env: dict, timeout: float) -> tuple[int, str]:
-  cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:xdist", *tests]
+def run_tests(tree: str, tests: tuple[str, ...], env: dict, timeout: float,
+              extra: tuple[str, ...] = ()) -> tuple[int, str]:
+  cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:xdist", *extra, *tests]
   try:
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -81,8 +83,8 @@ class Result:
   detail: str
 
 
-def run_one(mutant: Mutant, files: list[str], workroot: str, env: dict,
-            timeout: float) -> Result:
+def run_one(mutant: Mutant, files: list[str], workroot: str, env: dict, timeout: float,
+            tests: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> Result:
   start = time.time()
   tree = tempfile.mkdtemp(prefix="mutant-", dir=workroot)
   try:
@@ -97,7 +99,7 @@ def run_one(mutant: Mutant, files: list[str], workroot: str, env: dict,
     with open(path, "w", encoding="utf-8") as f:
       f.write(text)
     env = dict(env, PYTHONPATH=tree)
-    rc, tail = run_tests(tree, mutant.tests, env, timeout)
+    rc, tail = run_tests(tree, tests or mutant.tests, env, timeout, extra)
     # pytest exits 1 when a test failed; 2-5 (interrupted, internal or usage error, nothing
     # collected) and timeouts say nothing about the mutant.
     status = {0: "survived", 1: "killed"}.get(rc, "error")
@@ -108,15 +110,22 @@ def run_one(mutant: Mutant, files: list[str], workroot: str, env: dict,
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--only", default="", help="run mutants whose name contains this")
+  parser.add_argument("--only", default="",
+                      help="comma-separated; run mutants whose name contains any of these")
   parser.add_argument("--jobs", type=int, default=2)
   parser.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant")
   parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "vedgan-mutation"))
   parser.add_argument("--list", action="store_true")
+  parser.add_argument("--tests", default="",
+                      help="comma-separated tests run for every mutant instead of its own "
+                           "(e.g. a checkout's older test files, for a before/after report)")
+  parser.add_argument("--pytest-args", default="",
+                      help='extra pytest arguments, e.g. "-m \'not slow\'"')
   parser.add_argument("--skip-baseline", action="store_true",
                       help="do not first run the named tests on the unmutated tree")
   args = parser.parse_args(argv)
-  mutants = [m for m in all_mutants() if args.only in m.name]
+  wanted = [w for w in args.only.split(",") if w] or [""]
+  mutants = [m for m in all_mutants() if any(w in m.name for w in wanted)]
   if args.list:
     for m in mutants:
       print(f"{m.name:45s} {m.path}\n    {m.why}")
@@ -129,18 +138,21 @@ def main(argv=None) -> int:
              VEDGAN_DATA_DIR=os.path.join(workroot, "data"),
              JAX_COMPILATION_CACHE_DIR=os.path.join(workroot, "xla-cache"))
   files = tracked_files()
+  override = tuple(t for t in args.tests.split(",") if t)
+  extra = tuple(shlex.split(args.pytest_args))
   start = time.time()
   if not args.skip_baseline:
-    tests = tuple(sorted({t for m in mutants for t in m.tests}))
+    tests = override or tuple(sorted({t for m in mutants for t in m.tests}))
     print(f"baseline: {len(tests)} test ids on the unmutated tree ...", flush=True)
-    rc, tail = run_tests(REPO, tests, dict(env, PYTHONPATH=REPO), args.timeout * 4)
+    rc, tail = run_tests(REPO, tests, dict(env, PYTHONPATH=REPO), args.timeout * 4, extra)
     if rc != 0:
       raise SystemExit(f"error: the named tests fail without any mutation ({tail}); "
                        "fix them before judging mutants")
     print(f"baseline passed in {time.time() - start:.0f} s", flush=True)
   results = []
   with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-    futures = [pool.submit(run_one, m, files, workroot, env, args.timeout) for m in mutants]
+    futures = [pool.submit(run_one, m, files, workroot, env, args.timeout, override, extra)
+               for m in mutants]
     for i, fut in enumerate(concurrent.futures.as_completed(futures), 1):
       r = fut.result()
       results.append(r)

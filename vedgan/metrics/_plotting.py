@@ -5,13 +5,14 @@ import os
 from typing import Any
 
 
-def new_figure(figsize: tuple[float, float]) -> tuple[Any, Any]:
-  """Returns (figure, axes) drawn with the Agg canvas, without pyplot."""
+def new_figure(figsize: tuple[float, float], ncols: int = 1) -> tuple[Any, Any]:
+  """Returns (figure, axes) drawn with the Agg canvas, without pyplot (``ncols > 1``:
+  an array of axes side by side)."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
   fig = Figure(figsize=figsize)
   FigureCanvasAgg(fig)
-  return fig, fig.subplots()
+  return fig, fig.subplots(1, ncols) if ncols > 1 else fig.subplots()
 
 
 def save(fig: Any, path: str | os.PathLike, dpi: int = 100) -> str:
