@@ -35,6 +35,7 @@ anything is written.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -381,6 +382,22 @@ class EvalRun:
     g["contexts_hash"] = metrics.corpus_hash(
         [row[row != 0].tolist() for row in self.context_ids[:g["num_contexts"]]])
     return g
+
+
+@contextlib.contextmanager
+def compared_runs(run: EvalRun):
+  """Yields ``[run, *--compare_workdirs runs]`` (the others opened read-only without
+  decoding settings, closed on exit); a bad workdir is a one-line error naming it."""
+  with contextlib.ExitStack() as stack:
+    opened = [run]
+    for workdir in run.options.compare_workdirs:
+      try:
+        other = open_run(workdir, run.options, decoding=False)
+      except VedganError as e:
+        raise type(e)(f"--compare_workdirs {workdir}: {e}") from None
+      stack.callback(other.trainer.close)
+      opened.append(other)
+    yield opened
 
 
 def _is_dialogue_run(trainer) -> bool:

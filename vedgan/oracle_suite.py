@@ -29,7 +29,7 @@ from typing import Any
 
 from vedgan import eval_suites, oracle
 from vedgan import oracle_eval
-from vedgan.errors import ConfigError, VedganError
+from vedgan.errors import ConfigError
 from vedgan.metrics import _plotting
 from vedgan.metrics import bleu
 
@@ -51,15 +51,7 @@ def _temperatures(run: eval_suites.EvalRun) -> tuple[float, ...]:
 @contextlib.contextmanager
 def _runs(run: eval_suites.EvalRun):
   """``run`` and every ``--compare_workdirs`` run (opened read-only, closed on exit)."""
-  with contextlib.ExitStack() as stack:
-    opened = [run]
-    for workdir in run.options.compare_workdirs:
-      try:
-        other = eval_suites.open_run(workdir, run.options, decoding=False)
-      except VedganError as e:
-        raise type(e)(f"--compare_workdirs {workdir}: {e}") from None
-      stack.callback(other.trainer.close)
-      opened.append(other)
+  with eval_suites.compared_runs(run) as opened:
     for r in opened:
       if not oracle_eval.applies(r.config):
         raise ConfigError(f"{r.workdir} trains on data.name={r.config.data.name!r}; the "

@@ -43,7 +43,7 @@ import jax
 import numpy as np
 
 from vedgan import eval_suites, metrics
-from vedgan.errors import ConfigError, VedganError
+from vedgan.errors import ConfigError
 from vedgan.metrics import text as text_lib
 from vedgan.papers.latent_gan import data
 from vedgan.papers.latent_gan.sampling import SentenceObjective
@@ -124,15 +124,7 @@ def _label(config, style: str) -> str:
 def _models(run: eval_suites.EvalRun, style: str):
   """``run`` and every ``--compare_workdirs`` run as :class:`Model` s (opened read-only,
   closed on exit), in that order; for ``style="fig4"`` GAN runs by lambda, then MLE."""
-  with contextlib.ExitStack() as stack:
-    opened = [run]
-    for workdir in run.options.compare_workdirs:
-      try:
-        other = eval_suites.open_run(workdir, run.options, decoding=False)
-      except VedganError as e:
-        raise type(e)(f"--compare_workdirs {workdir}: {e}") from None
-      stack.callback(other.trainer.close)
-      opened.append(other)
+  with eval_suites.compared_runs(run) as opened:
     models, labels = [], set()
     for r in opened:
       _check(r)
