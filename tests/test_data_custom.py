@@ -46,9 +46,9 @@ def test_text_lines_hash_split_and_counts(tmp_path):
 
 
 def test_text_lines_to_device_batches(tmp_path):
-  path = _write(tmp_path / "{split}.txt".replace("{split}", "train"),
-                b"a cat sat on the mat\nthe dog ran\nbirds sing in the trees\n"
-                b"a very long sentence that will certainly be cut short here\n")
+  _write(tmp_path / "{split}.txt".replace("{split}", "train"),
+         b"a cat sat on the mat\nthe dog ran\nbirds sing in the trees\n"
+         b"a very long sentence that will certainly be cut short here\n")
   cfg = {"format": "text_lines", "path": str(tmp_path / "{split}.txt")}
   texts = sources.sentences(sources.load_split(cfg, "train"))
   tok = tokenizer_lib.train_word_vocab(texts, 100)
