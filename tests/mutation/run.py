@@ -168,7 +168,8 @@ def main(argv=None) -> int:
            f"{counts['survived']} survived, {counts['invalid']} invalid, {counts['error']} error, "
            f"{wall:.0f} s wall",
            "", "| mutant | status | s | what it breaks |", "|---|---|---|---|"]
-  lines += [f"| `{r.name}` | {r.status} | {r.seconds:.0f} | {by_name[r.name].why} |"
+  cell = lambda text: text.replace("|", "\\|")      # a "|" would end the table cell
+  lines += [f"| `{r.name}` | {r.status} | {r.seconds:.0f} | {cell(by_name[r.name].why)} |"
             for r in results]
   with open(os.path.join(args.out, "report.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")
