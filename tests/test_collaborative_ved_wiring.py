@@ -15,42 +15,17 @@ import pytest
 from conftest import make_config
 
 from vedgan import losses, parallel
-from vedgan.data.tokenizer import train_word_vocab
+from test_collaborative_ved import TINY, _batch, _tokenizer
 from vedgan.nn.hred import HRED, LatentNets
 from vedgan.papers.collaborative_ved import algorithm as cved
 from vedgan.plan import Plan
 from vedgan.steps import StepContext
 
 PATH = "configs/collaborative_ved.py"
-TINY = dict(model__embed_dim=8, model__utterance_hidden=8, model__context_hidden=12,
-            model__decoder_hidden=12, model__latent_dim=6, model__estimator_hidden=8)
 # CO+SS with k = 4 and 4-step phases: at step 2 two AE steps are done, so p = 1 - 2/4.
 CO = dict(TINY, ved__ss_k=4.0, ved__steps_per_epoch=4, ved__word_dropout=0.5)
 STEP = 2
 KEEP_RATE = 0.5
-
-
-def _tokenizer():
-  texts = ["hello there how are you", "i am fine thanks", "what is your name",
-           "my name is bot", "do you like tea", "yes i like tea a lot"]
-  return train_word_vocab(texts, 40)
-
-
-def _batch(b=4, t=3, l=6):
-  rng = np.random.default_rng(0)
-  turns = rng.integers(6, 25, (b, t, l)).astype(np.int32)
-  turns[:, :, -2:] = 0
-  num_turns = np.array([1, 2, 3, 2][:b], np.int32)
-  for i, n in enumerate(num_turns):
-    turns[i, n:] = 0
-  out = rng.integers(6, 25, (b, l)).astype(np.int32)
-  out[:, -1] = 3  # eos
-  out[0, -2:] = [3, 0]  # one shorter response (padding)
-  inp = np.concatenate([np.full((b, 1), 2, np.int32), out[:, :-1]], 1)
-  inp[0, -1] = 0
-  return jax.tree.map(jnp.asarray, {
-      "turns": turns, "num_turns": num_turns, "response_in": inp, "response_out": out,
-      "weight": np.ones((b,), np.float32)})
 
 
 class _FixedKeyContext(StepContext):

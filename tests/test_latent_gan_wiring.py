@@ -249,10 +249,8 @@ def test_eval_step_matches_reference(gan_setup):
   with R on the hard one-hots, recon_greedy of greedy (tau_2 = 0) sentences, and Eq. 1's
   terms with D on real one-hots and soft fakes."""
   obj, state, batch, blanked = gan_setup
-  mesh = parallel.make_mesh()
-  ndev = mesh.devices.size
-  if B % ndev:
-    pytest.skip(f"{B} rows do not split over {ndev} devices")
+  ndev = 1                                        # one device: its keys, as documented
+  mesh = parallel.make_mesh(jax.devices()[:ndev])
   sums = parallel.data_parallel_reduce(obj.eval_step, mesh)(
       state, parallel.shard_batch(batch, mesh))
   p = state.params
