@@ -26,6 +26,7 @@ from vedgan.errors import ConfigError, DataError
 BUILDERS: dict[str, str] = {
     "chatterbot_corpus":
         "vedgan.data.chatterbot_corpus.chatterbot_corpus:ChatterbotCorpus",
+    "chitchat": "vedgan.data.chitchat.chitchat:Chitchat",
     "daily_dialog": "vedgan.data.daily_dialog.daily_dialog:DailyDialog",
     "empathetic_dialogues": ("vedgan.data.empathetic_dialogues."
                              "empathetic_dialogues:EmpatheticDialogues"),
