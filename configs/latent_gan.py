@@ -34,6 +34,9 @@ def _gan(c):
   m.word_temperature = 0.1          # tau_2 of Eq. 2 in training (App. B)
   m.recon_weight = 1.0              # lambda of Eq. 3 (App. B); Fig. 4 sweeps 0, 0.5, 1, 2
   m.gen_loss = "minimax"            # Eq. 3 / Alg. 1 l. 27: min log(1 - D); or "non_saturating"
+  m.adversarial_reduction = "mean"  # G's adversarial term over the T prefixes: "mean" = Alg. 1
+                                    # l. 27's (1/T) sum_t; "sum" = Eq. 3's sum_t (T times the
+                                    # weight against lambda; docs/latent_gan.md)
   m.mask_after_blank = True         # score prefixes up to the first blank (ScratchGAN); False = all T
   m.forget_bias = 1.0               # LSTM forget-gate bias (not stated in the paper)
   m.unroll = 1

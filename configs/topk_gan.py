@@ -46,7 +46,10 @@ def _paper(c):
   m.disc_mlp_hidden = 100           # leaky-ReLU layer of 100, then one sigmoid unit (Sec. 4)
   m.leaky_relu_slope = 0.01         # not stated in the paper
   m.dropout = 0.0                   # not stated in the paper (none)
-  m.discriminator_trains_words = True  # W is shared and "optimized again throughout the training"
+  m.word_table_trained_by = "generator"  # who trains the shared W: "generator" | "discriminator"
+                                    # | "both"; W is the seq2seq model's word matrix (Sec. 2,
+                                    # Fig. 1) and Table 1's B -> C needs D steps to leave G
+                                    # unchanged (docs/topk_gan.md)
   m.dtype = "float32"
   m.unroll = 1
   m.remat = False                   # jax.checkpoint the scan bodies (long sequences)

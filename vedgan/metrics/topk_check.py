@@ -16,6 +16,16 @@ the whole table W) to ``u~_t``:
   tokens do not dominate.  When all occurrences of a token agree this is
   simply "the share of distinct tokens recovered".
 
+**Random-table control.** Next to the model's numbers the check reports the
+same statistic, on the same logits and tokens, with a random table ``R`` of the
+shape of ``W`` (i.i.d. ``N(0, 1/D)`` entries, numpy seed ``control_seed``; the
+statistic does not depend on the scale). For k = 2 it is ~100% whatever the
+logits: ``||u~ - R[y]|| = p~_2 ||R[y] - R[j]|| <= ||u~ - R[j]||`` for the
+other averaged row ``j``, and every other row is at least ~sqrt(3) times
+farther in high dimension. So a high percentage alone shows nothing about a
+trained ``W``; what it shows is how far the model's number falls below this
+control (for larger k the control depends on how peaked the logits are).
+
 The weighted average is implemented here on its own (no dependency on
 ``vedgan.relax``) so the check can validate that module independently.
 """
@@ -92,10 +102,32 @@ def _check_core(logits, table, ks, chunk):
   return _nearest_impl(flat, table, chunk).reshape(len(ks), -1)
 
 
+def random_table(shape: Sequence[int], seed: int = 0) -> np.ndarray:
+  """The control's random word table: float32 ``[V, D]`` = ``shape``, i.i.d.
+  ``N(0, 1/D)`` entries from ``numpy.random.default_rng(seed)``."""
+  v, d = (int(n) for n in shape)
+  rng = np.random.default_rng(int(seed))
+  return (rng.standard_normal((v, d)) / np.sqrt(d)).astype(np.float32)
+
+
+def _hit_rates(nearest: np.ndarray, tokens: np.ndarray, inverse: np.ndarray,
+               per_type_count: np.ndarray) -> tuple[list[float], list[float]]:
+  """``(with_repetitions, without_repetitions)`` per k of ``nearest [K, N]``."""
+  with_rep, without_rep = [], []
+  for row in nearest:
+    hit = (row == tokens).astype(np.float64)
+    with_rep.append(float(hit.mean()))
+    per_type = np.bincount(inverse, weights=hit,
+                           minlength=per_type_count.shape[0]) / per_type_count
+    without_rep.append(float(per_type.mean()))
+  return with_rep, without_rep
+
+
 def topk_approximation_check(logits: Any, table: Any, tokens: Any = None,
                              mask: Any = None,
                              ks: Sequence[int] = tuple(range(2, 11)),
-                             chunk: int = 512) -> dict[str, Any]:
+                             chunk: int = 512,
+                             control_seed: int | None = 0) -> dict[str, Any]:
   """Share of top-k approximations whose nearest word vector is the token.
 
   Args:
@@ -106,10 +138,15 @@ def topk_approximation_check(logits: Any, table: Any, tokens: Any = None,
     mask: optional [N] / [B, T], 1 for positions to count (e.g. up to EOS).
     ks: values of k.
     chunk: see :func:`nearest_word`.
+    control_seed: seed of the random-table control (:func:`random_table` of
+      ``table``'s shape); None: no control.
   Returns:
     dict with ``k`` (list), ``with_repetitions`` and ``without_repetitions``
     (lists of fractions in [0, 1], one per k), ``num_tokens`` and
-    ``num_distinct_tokens``.
+    ``num_distinct_tokens``; unless ``control_seed`` is None,
+    ``random_table_control``: ``{"seed", "shape" [V, D], "with_repetitions",
+    "without_repetitions"}``, the same check on the same logits and tokens
+    with ``random_table(table.shape, control_seed)`` in place of ``table``.
   """
   logits = jnp.asarray(logits)
   v = logits.shape[-1]
@@ -128,24 +165,27 @@ def topk_approximation_check(logits: Any, table: Any, tokens: Any = None,
   inverse = inverse.reshape(-1)
   per_type_count = np.bincount(inverse, minlength=uniq.shape[0])
   ks = tuple(int(k) for k in ks)
-  nearest = np.asarray(_check_core(logits.astype(jnp.float32), table, ks,
-                                   int(chunk)))
-  with_rep, without_rep = [], []
-  for row in nearest:
-    hit = (row == tokens).astype(np.float64)
-    with_rep.append(float(hit.mean()))
-    per_type = np.bincount(inverse, weights=hit,
-                           minlength=uniq.shape[0]) / per_type_count
-    without_rep.append(float(per_type.mean()))
-  return {"k": [int(k) for k in ks], "with_repetitions": with_rep,
-          "without_repetitions": without_rep,
-          "num_tokens": int(tokens.shape[0]),
-          "num_distinct_tokens": int(uniq.shape[0])}
+  logits = logits.astype(jnp.float32)
+  nearest = np.asarray(_check_core(logits, table, ks, int(chunk)))
+  with_rep, without_rep = _hit_rates(nearest, tokens, inverse, per_type_count)
+  result = {"k": [int(k) for k in ks], "with_repetitions": with_rep,
+            "without_repetitions": without_rep,
+            "num_tokens": int(tokens.shape[0]),
+            "num_distinct_tokens": int(uniq.shape[0])}
+  if control_seed is not None:
+    control = jnp.asarray(random_table(table.shape, control_seed))
+    nearest = np.asarray(_check_core(logits, control, ks, int(chunk)))
+    c_with, c_without = _hit_rates(nearest, tokens, inverse, per_type_count)
+    result["random_table_control"] = {
+        "seed": int(control_seed), "shape": [int(n) for n in control.shape],
+        "with_repetitions": c_with, "without_repetitions": c_without}
+  return result
 
 
 def plot_topk_check(result: dict[str, Any], path: str | os.PathLike,
                     title: str | None = None) -> str:
-  """Line plot of the check (paper's Fig. 3): percentage vs k, two curves.
+  """Line plot of the check (paper's Fig. 3): percentage vs k, two curves, and
+  the random-table control's (all tokens) when the result has it.
 
   Returns:
     the PNG path written.
@@ -156,6 +196,10 @@ def plot_topk_check(result: dict[str, Any], path: str | os.PathLike,
           label="all produced tokens")
   ax.plot(ks, [100 * x for x in result["without_repetitions"]], "s--",
           label="without repetitions")
+  control = result.get("random_table_control")
+  if control:  # the random-W control (absent when the check ran without it)
+    ax.plot(ks, [100 * x for x in control["with_repetitions"]], ":", color="gray",
+            label=f"random W (seed {control['seed']}), all tokens")
   ax.set_xlabel("k")
   ax.set_ylabel("nearest word vector is the token (%)")
   ax.set_xticks(ks)

@@ -9,6 +9,9 @@ vocabulary, ``D`` word-vector size.
               "generator": {...},         # LSTMSeq2Seq (Section 2, Fig. 1)
               "discriminator": {...}}     # DialogueDiscriminator (Section 3)
 
+Which steps train ``W`` is the objective's business (``model.word_table_trained_by``,
+:mod:`vedgan.papers.topk_gan.algorithm`; by default only the generator's).
+
 Generator (Section 2 and 4). ``v_j = W[x_j]``; ``h = encoder(v)`` is a deep
 bidirectional LSTM (``encoder_layers`` per direction, ``h_j`` the
 concatenated top-layer outputs). At step ``t`` the decoder, a deep LSTM, reads

@@ -6,6 +6,7 @@ Eq. 3 (G and R's loss), Fig. 2 (straight-through hard one-hots for R), Algorithm
 from mutation.mutant import Mutant
 
 ALGO = "vedgan/papers/latent_gan/algorithm.py"
+CONFIG = "configs/latent_gan.py"
 SAMPLING = "vedgan/papers/latent_gan/sampling.py"
 LM = "vedgan/papers/latent_gan/lstm_lm.py"
 NN = "vedgan/nn/gan.py"
@@ -18,6 +19,10 @@ DIRECTION = (W + "test_one_step_of_each_player_moves_d_the_right_way",)
 EVAL = (W + "test_eval_step_matches_reference",)
 SAMPLE = (W + "test_sampling_draws_from_softmax_of_logits_over_tau2",)
 MLE = (W + "test_lstm_lm_loss_is_token_mean_nll_up_to_first_blank",)
+AW = "tests/test_latent_gan_adversarial_weight.py::"
+REDUCTION = (AW + "test_gen_loss_matches_the_composed_reference_value_and_gradient",
+             AW + "test_sum_is_t_times_mean_on_a_full_length_batch")
+REDUCTION_DEFAULT = (AW + "test_option_is_declared_defaults_to_mean_and_rejects_other_values",)
 
 MUTANTS = [
     # -- Eq. 3: the generator / reconstructor step ----------------------------------------
@@ -44,10 +49,25 @@ MUTANTS = [
            "Eq. 3: the reconstruction term is weighted by lambda (Fig. 4 sweeps it)",
            GEN),
     Mutant("latent_gan/gen_adv_not_over_T", ALGO,
-           "adv = adv.mean() / self.length",
+           "adv = adv.mean() / self.adversarial_divisor",
            "adv = adv.mean()",
-           "Eq. 3: the adversarial term is (1/T) sum_t; without 1/T lambda weighs it T times less",
-           GEN),
+           "Alg. 1 l. 27: the adversarial term is (1/T) sum_t; without 1/T lambda weighs it T "
+           "times less", GEN + REDUCTION),
+    Mutant("latent_gan/adversarial_reduction_swapped", ALGO,
+           'self.adversarial_divisor = float(self.length) if m.adversarial_reduction == "mean" else 1.0',
+           'self.adversarial_divisor = 1.0 if m.adversarial_reduction == "mean" else float(self.length)',
+           "model.adversarial_reduction: 'mean' is Alg. 1 l. 27's (1/T) sum_t, 'sum' Eq. 3's sum_t",
+           REDUCTION + REDUCTION_DEFAULT),
+    Mutant("latent_gan/gen_adv_mean_over_scored_prefixes", ALGO,
+           "adv = adv.mean() / self.adversarial_divisor",
+           "adv = adv.mean() / jnp.maximum(self.mask(out.tokens).sum(1).mean(), 1.0)",
+           "Alg. 1 l. 27: 1/T divides by the fixed length T, not by the number of scored prefixes",
+           REDUCTION),
+    Mutant("latent_gan/adversarial_reduction_default_sum", CONFIG,
+           'm.adversarial_reduction = "mean"',
+           'm.adversarial_reduction = "sum"',
+           "the default weight of the adversarial term is Alg. 1 l. 27's (1/T) mean (the "
+           "code's behaviour before the option existed)", REDUCTION_DEFAULT),
     Mutant("latent_gan/gen_loss_flag_inverted", ALGO,
            'non_saturating=m.gen_loss == "non_saturating")',
            'non_saturating=m.gen_loss != "non_saturating")',

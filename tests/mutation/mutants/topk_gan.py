@@ -3,8 +3,12 @@ from mutation.mutant import Mutant
 
 ALGO = "vedgan/papers/topk_gan/algorithm.py"
 REPLAY = "vedgan/replay.py"
+CONFIG = "configs/topk_gan.py"
+CHECK = "vedgan/metrics/topk_check.py"
+REPORT = "vedgan/papers/topk_gan/report.py"
 T = "tests/test_topk_gan.py::"
 W = "tests/test_topk_gan_wiring.py::"
+WT = "tests/test_topk_gan_word_table.py::"
 
 ADV = (W + "test_adversarial_loss_is_eq6_on_the_topk_path",
        W + "test_adversarial_loss_reads_each_response_up_to_its_eos",
@@ -16,7 +20,7 @@ TOPK = (T + "test_topk_vectors_equal_the_hand_computed_weighted_average",
         W + "test_adversarial_loss_is_eq6_on_the_topk_path")
 GRAD = (T + "test_generator_loss_gradient_reaches_the_output_layer_through_topk",
         W + "test_words_get_the_adversarial_gradient_through_the_topk_rows",
-        W + "test_discriminator_step_trains_the_shared_word_vectors")
+        W + "test_discriminator_step_leaves_the_shared_word_vectors_to_the_generator")
 REFILL = (T + "test_refill_and_discriminator_steps",
           T + "test_replay_ring_buffer_wraps_and_stamps_time")
 SAMPLE = (T + "test_recency_weighted_sampling_favours_new_entries_as_specified",
@@ -24,6 +28,15 @@ SAMPLE = (T + "test_recency_weighted_sampling_favours_new_entries_as_specified",
           T + "test_replay_docstring_example")
 MLE = (W + "test_mle_loss_is_eq4_the_mean_of_per_response_means",)
 EVAL = (W + "test_eval_step_matches_a_hand_composed_reference",)
+WORDS_GRAD = (WT + "test_losses_have_a_w_gradient_only_for_the_networks_that_train_it",)
+WORDS_STEP = (WT + "test_a_discriminator_step_leaves_the_generator_alone_by_default",
+              WT + "test_generator_steps_train_w_when_the_option_says")
+WORDS_OPT = (WT + "test_optimizer_zeroes_the_w_update_of_a_network_that_does_not_train_it",)
+WORDS_DEFAULT = (WT + "test_word_table_option_defaults_to_the_generator_and_rejects_other_values",)
+CONTROL = (WT + "test_random_table_is_seeded_with_the_given_shape_and_scale",
+           WT + "test_control_is_the_same_check_on_a_random_w_of_the_same_shape",
+           WT + "test_control_on_a_small_table_by_hand",
+           WT + "test_report_carries_the_model_number_and_its_control")
 
 MUTANTS = [
     # -- Eq. 6: the generator's adversarial loss ---------------------------------------
@@ -83,11 +96,37 @@ MUTANTS = [
            "                                  batch[\"response_in\"], ctx.rng)",
            "Eq. 5: the human pairs are (x, r) with r the response, not the decoder's bos-shifted input",
            DISC),
-    Mutant("topk_gan/disc_trains_words", ALGO,
-           "if not self.discriminator_trains_words:",
-           "if self.discriminator_trains_words:",
-           "Sec. 4: the shared W is optimised throughout training, by L_D too (discriminator_trains_words)",
-           GRAD),
+    # -- who trains W (model.word_table_trained_by; Sec. 2-4, Table 1's B -> C) ------------
+    Mutant("topk_gan/dstep_w_gradient_not_stopped", ALGO,
+           '    params = self.words_for(params, "discriminator")\n',
+           "",
+           "Sec. 3 / Table 1: by default L_D updates D's parameters only; its gradient must not "
+           "reach the generator's W", WORDS_GRAD),
+    Mutant("topk_gan/gmle_ignores_word_table_option", ALGO,
+           '    params = self.words_for(params, "generator")\n    target',
+           "    target",
+           "model.word_table_trained_by='discriminator': Eq. 4's gradient must not reach W",
+           WORDS_GRAD),
+    Mutant("topk_gan/gadv_ignores_word_table_option", ALGO,
+           'self.generator_adversarial_loss(self.words_for(params, "generator"), context)',
+           "self.generator_adversarial_loss(params, context)",
+           "model.word_table_trained_by='discriminator': Eq. 6's gradient must not reach W",
+           WORDS_GRAD),
+    Mutant("topk_gan/word_table_option_inverted", ALGO,
+           'WORD_TABLE_TRAINERS = {"generator": ("generator",), "discriminator": ("discriminator",),',
+           'WORD_TABLE_TRAINERS = {"generator": ("discriminator",), "discriminator": ("generator",),',
+           "model.word_table_trained_by names the network whose steps train W",
+           WORDS_GRAD + WORDS_STEP + WORDS_OPT),
+    Mutant("topk_gan/optimizer_updates_w_for_every_network", ALGO,
+           "    if network in self.word_trainers:\n      return tx\n",
+           "    if True:\n      return tx\n",
+           "a network that does not train W must not move it (weight decay, carried-over Adam "
+           "moments)", WORDS_OPT),
+    Mutant("topk_gan/word_table_default_both", CONFIG,
+           'm.word_table_trained_by = "generator"',
+           'm.word_table_trained_by = "both"',
+           "Table 1's B -> C reads as the effect of G's adversarial block only if D steps leave "
+           "G (and W) unchanged: the default is 'generator'", WORDS_DEFAULT + WORDS_STEP),
     # -- Eq. 4: MLE ------------------------------------------------------------------------
     Mutant("topk_gan/mle_token_mean", ALGO,
            "return (Weighted(jnp.sum(per_response * rows), rows.sum()),",
@@ -103,6 +142,21 @@ MUTANTS = [
            "jnp.take(words, run[\"tokens\"], axis=0), run[\"vectors\"]])",
            "jnp.take(words, run[\"tokens\"], axis=0), jnp.take(words, run[\"tokens\"], axis=0)])",
            "Sec. 5: d_topk is D on the top-k approximations ũ_t (Eq. 9), not on W[y_t]", EVAL),
+    # -- Sec. 5's nearest-neighbour check: the random-W control ----------------------------
+    Mutant("topk_gan/nn_control_reads_model_w", CHECK,
+           "    control = jnp.asarray(random_table(table.shape, control_seed))",
+           "    control = table",
+           "the control is the check with a random W of the same shape (~100% at k = 2), not "
+           "the model's W", CONTROL),
+    Mutant("topk_gan/nn_control_ignores_seed", CHECK,
+           "rng = np.random.default_rng(int(seed))",
+           "rng = np.random.default_rng(0)",
+           "the control's random W is drawn from the given seed", CONTROL),
+    Mutant("topk_gan/report_control_value_is_the_model", REPORT,
+           'values[f"{name}/k{k}_random_w"] = float(control["with_repetitions"][i])',
+           'values[f"{name}/k{k}_random_w"] = float(check["with_repetitions"][i])',
+           "Fig. 3's report carries the model's number and, next to it, the control's",
+           CONTROL),
     # -- C_D: refill and replay ------------------------------------------------------------
     Mutant("topk_gan/refill_writes_human_responses", ALGO,
            "_all_gather(run[\"tokens\"])",

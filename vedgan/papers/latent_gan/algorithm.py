@@ -12,13 +12,21 @@ paper iteration is two global steps::
         z ~ N(0, I); x~, x. = rollout of G(z)     soft / hard one-hots      Eq. 2, Fig. 2
         L_G,R = (1/T) sum_t log(1 - D(x~_t | x~_<t))                        Eq. 3
               + lambda (1/N_z) ||R(x._1 .. x._T) - z||^2
+              (the 1/T of Alg. 1 l. 27 by default; model.adversarial_reduction)
 
 ``x. = onehot(argmax x~) - SG(x~) + x~`` is the straight-through (vector-
 quantised) hard one-hot the reconstructor reads (Fig. 2); the discriminator
 reads the soft ``x~``. After the first ``<blank>`` every word is blank (the
 blank rule, lines 4-5), and prefixes after it are not scored
 (``model.mask_after_blank``, ScratchGAN). ``model.gen_loss="non_saturating"``
-replaces ``log(1 - D)`` by ``-log D``. Both steps use the stage's learning rate;
+replaces ``log(1 - D)`` by ``-log D``.
+
+The weight of G's adversarial term against ``lambda`` is ``model.adversarial_reduction``
+(:data:`ADVERSARIAL_REDUCTIONS`): ``"mean"`` (default) is Alg. 1 l. 27's
+``(1/T) sum_t``, ``"sum"`` is Eq. 3's ``sum_t`` (T = 38 times more weight at COCO's length:
+as if lambda were divided by T). The paper gives both; the default keeps the training
+algorithm's, which also scales D's loss by 1/T (lines 12-13; D's loss always does here).
+Both steps use the stage's learning rate;
 each loss is this device's mean over its rows (count 1 per device: the devices
 hold equal rows, so the gradient is that of the global mean).
 
@@ -41,6 +49,9 @@ from vedgan.plots import Panel
 from vedgan.steps import Step, Weighted
 
 GEN_LOSSES = ("minimax", "non_saturating")
+#: ``model.adversarial_reduction`` -> how G's adversarial term reduces over the T prefixes:
+#: ``"mean"`` (1/T) sum_t (Alg. 1 l. 27), ``"sum"`` sum_t (Eq. 3).
+ADVERSARIAL_REDUCTIONS = ("mean", "sum")
 
 
 @register("latent_gan")
@@ -64,6 +75,11 @@ class LatentGAN(SentenceObjective):
     m = config.model
     if m.gen_loss not in GEN_LOSSES:
       raise ConfigError(f"model.gen_loss={m.gen_loss!r} must be one of {GEN_LOSSES}")
+    if m.adversarial_reduction not in ADVERSARIAL_REDUCTIONS:
+      raise ConfigError(f"model.adversarial_reduction={m.adversarial_reduction!r} must be one "
+                        f"of {ADVERSARIAL_REDUCTIONS}")
+    #: what G's per-sentence adversarial sum is divided by: T ("mean") or 1 ("sum").
+    self.adversarial_divisor = float(self.length) if m.adversarial_reduction == "mean" else 1.0
     for name in ("gumbel_temperature", "word_temperature"):
       if not float(m[name]) > 0:
         raise ConfigError(f"model.{name}={m[name]} must be > 0 for training")
@@ -133,14 +149,19 @@ class LatentGAN(SentenceObjective):
     return Weighted(d_real + d_fake + l2, jnp.float32(1.0)), metrics
 
   def gen_loss(self, params, batch, ctx):
-    """Eq. 3 (lines 17-28): D reads the soft one-hots, R the hard ones; D with dropout."""
+    """Eq. 3 (lines 17-28): D reads the soft one-hots, R the hard ones; D with dropout.
+
+    ``adv`` = the batch mean of ``sum_t mask_t log(1 - D_t)`` over ``T`` (``"mean"``, Alg. 1
+    l. 27) or not (``"sum"``, Eq. 3), per ``model.adversarial_reduction``; the loss is
+    ``adv + lambda * recon``.
+    """
     m = self.config.model
     keys = ctx.keys("fake", "dropout")
     z, out = self.fake(params["generator"], keys["fake"], batch["tokens_out"].shape[0])
     logits = self.discriminate(params["discriminator"], out.soft, keys["dropout"])
     adv = losses.prefix_generator_loss(logits, self.mask(out.tokens),
                                        non_saturating=m.gen_loss == "non_saturating")
-    adv = adv.mean() / self.length
+    adv = adv.mean() / self.adversarial_divisor
     z_hat = self.reconstructor.apply({"params": params["reconstructor"]}, out.hard)
     recon = losses.latent_reconstruction_loss(z_hat, z).mean()
     metrics = {"g_adv": adv, "recon": recon,

@@ -17,6 +17,20 @@ Networks (:mod:`vedgan.nn.topk_gan`): the word vectors ``W`` (``params["words"]`
 are shared, so the network ``generator`` is the groups ``(words, generator)`` and
 ``discriminator`` is ``(words, discriminator)``, each with its own Adam state.
 
+Who trains ``W`` is ``model.word_table_trained_by`` (:data:`WORD_TABLE_TRAINERS`):
+``"generator"`` (default), ``"discriminator"`` or ``"both"``. A step of a network that
+does not train ``W`` reads it under ``stop_gradient`` (its loss has no gradient in ``W``)
+and that network's optimizer zeroes its update of ``W`` (:meth:`TopKGANObjective.optimizer`:
+no move from weight decay or Adam moments carried over from another setting). The
+default follows the paper: ``W`` is the word matrix of the seq2seq model (Sec. 2, Fig. 1),
+"pretrained [...] These are then optimized again throughout the training process" (Sec.
+4) by the generator's updates, which run every global iteration; Sec. 3 updates "the
+discriminator's parameters" to minimise ``L_D``, and Table 1 reads the change from B
+(after an MLE block) to C as "the short-term effect of each of generator's minimizing the
+output of the discriminator", although a D block runs between them: that holds only if D
+steps leave the generator, ``W`` included, unchanged. With ``"both"`` (this code's former
+default) every ``dstep`` moves ``W`` and so changes the generator's greedy responses.
+
 * ``gmle`` (Eq. 4, teacher forcing): ``L_MLE = 1/|C| sum_(x,s) 1/|s| sum_t -log p_t[s_t]``,
   each response's per-token mean averaged over the batch; trains ``generator``.
 * ``refill`` (gradient-free): greedy responses (Eq. 3) to the batch's inputs, gathered from
@@ -25,8 +39,8 @@ are shared, so the network ``generator`` is the groups ``(words, generator)`` an
 * ``dstep`` (Eq. 5): ``L_D`` on a balanced batch: the first half of the local batch gives
   the human pairs (``l = 0``), as many generated pairs (``l = 1``) are drawn from ``C_D``
   with recency weights (``gan.replay_half_life``), never with an input equal to a human
-  one ("they did not share the input", Sec. 4); trains ``discriminator``, ``W`` held
-  constant unless ``model.discriminator_trains_words``.
+  one ("they did not share the input", Sec. 4); trains ``discriminator`` (``W`` only if
+  ``model.word_table_trained_by`` says so, see below).
 * ``gadv`` (Eq. 6): ``L_G = 1/|B_G| sum_x a``: one ``lax.scan`` feeds back ``y_t = argmax
   f_t`` (Eq. 3) and emits ``ũ_t = sum_i softmax(top-k(f_t))_i W[k_t[i]]`` (Eq. 8-9,
   :func:`vedgan.relax.topk_softmax_embedding`), which the discriminator reads in place of
@@ -53,6 +67,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import logging
 
 from vedgan import decode, losses, parallel, relax, replay
@@ -66,6 +81,9 @@ from vedgan.steps import Step, Weighted
 
 #: the step functions whose learning rate is scaled by ``stage.<name>_lr_scale``.
 SCALED_STEPS = ("gmle", "dstep", "gadv")
+#: ``model.word_table_trained_by`` -> the networks whose steps train the shared ``W``.
+WORD_TABLE_TRAINERS = {"generator": ("generator",), "discriminator": ("discriminator",),
+                       "both": ("generator", "discriminator")}
 
 
 def check_config(config, plan: Plan) -> None:
@@ -102,6 +120,17 @@ def _all_gather(x):
   return jax.lax.all_gather(x, parallel.AXIS, tiled=True)
 
 
+def _without_word_updates(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """``tx`` with its update of the ``words`` group (``W [V, D]``) set to zero; the same
+  state (so checkpoints restore under either setting)."""
+
+  def update(updates, state, params=None):
+    updates, state = tx.update(updates, state, params)
+    return dict(updates, words=jnp.zeros_like(updates["words"])), state
+
+  return optax.GradientTransformation(tx.init, update)
+
+
 @register("topk_gan")
 class TopKGANObjective(Objective):
   """Algorithm 1 of López Zorrilla et al.; see the module docstring."""
@@ -124,6 +153,12 @@ class TopKGANObjective(Objective):
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
+    who = config.model.word_table_trained_by
+    if who not in WORD_TABLE_TRAINERS:
+      raise ConfigError(f"model.word_table_trained_by={who!r} must be one of "
+                        f"{sorted(WORD_TABLE_TRAINERS)}")
+    #: the networks whose steps train ``W`` (``model.word_table_trained_by``).
+    self.word_trainers = WORD_TABLE_TRAINERS[who]
     g = config.gan
     self.k = int(g.topk)
     if not 1 <= self.k <= int(tokenizer.vocab_size) - 3:
@@ -152,7 +187,6 @@ class TopKGANObjective(Objective):
                    config.model.word_vectors, 100 * self.word_coverage)
     self.model = networks.build_model(config, tokenizer.vocab_size, word_init)
     self.forbid = decode.special_ids(tokenizer, bool(config.decode.forbid_unk))["forbid_ids"]
-    self.discriminator_trains_words = bool(config.model.discriminator_trains_words)
     self.free_run_logits = jax.jit(functools.partial(self.free_run, logits=True))
 
   def init(self, rng, batch):
@@ -167,6 +201,21 @@ class TopKGANObjective(Objective):
 
   def _apply(self, params, *args, method, **kwargs):
     return self.model.apply({"params": params}, *args, method=method, **kwargs)
+
+  def optimizer(self, network):
+    """``config.optimizer``; for a network that does not train ``W``
+    (``model.word_table_trained_by``), with its update of ``W`` zeroed."""
+    tx = super().optimizer(network)
+    if network in self.word_trainers:
+      return tx
+    return _without_word_updates(tx)
+
+  def words_for(self, params, network: str):
+    """``params`` as ``network``'s loss reads them: ``W`` under ``stop_gradient`` unless
+    ``network`` is in :attr:`word_trainers`."""
+    if network in self.word_trainers:
+      return params
+    return {**params, "words": jax.lax.stop_gradient(params["words"])}
 
   # -- Algorithm 1 ----------------------------------------------------------------
   def steps(self):
@@ -183,7 +232,9 @@ class TopKGANObjective(Objective):
 
   def mle_loss(self, params, batch, ctx):
     """Eq. 4 with teacher forcing (dropout on): the mean over responses of each response's
-    per-token NLL; ``Weighted(sum of per-response means, responses)``."""
+    per-token NLL; ``Weighted(sum of per-response means, responses)``. ``W`` is trained
+    only if the generator trains it (``model.word_table_trained_by``)."""
+    params = self.words_for(params, "generator")
     target = batch["response_out"]
     mask = (target != 0).astype(jnp.float32)
     rows = (mask.sum(-1) > 0).astype(jnp.float32)
@@ -209,12 +260,11 @@ class TopKGANObjective(Objective):
 
   def discriminator_loss(self, params, batch, ctx):
     """Eq. 5, ``L_D = -1/|B| sum [l log a + (1 - l) log(1 - a)]``, on the balanced batch of
-    :meth:`discriminator_batch`; ``W`` enters under ``stop_gradient`` unless
-    ``model.discriminator_trains_words``."""
+    :meth:`discriminator_batch`; ``W`` enters under ``stop_gradient`` unless the
+    discriminator trains it (``model.word_table_trained_by``)."""
     db = self.discriminator_batch(ctx.state.extra["replay"], batch["context"],
                                   batch["response_out"], ctx.rng)
-    if not self.discriminator_trains_words:
-      params = {**params, "words": jax.lax.stop_gradient(params["words"])}
+    params = self.words_for(params, "discriminator")
     logits = self._apply(params, db["context"], db["response"],
                          method=TopKDialogueGAN.discriminate_tokens)
     labels = db["labels"]
@@ -228,10 +278,11 @@ class TopKGANObjective(Objective):
     return Weighted(total, jnp.asarray(labels.shape[0], jnp.float32)), metrics
 
   def adversarial_loss(self, params, batch, ctx):
-    """Eq. 6, ``L_G = 1/|B_G| sum_x a``, through the top-k path (Eq. 8-9)."""
+    """Eq. 6, ``L_G = 1/|B_G| sum_x a``, through the top-k path (Eq. 8-9); ``W`` is
+    trained only if the generator trains it (``model.word_table_trained_by``)."""
     del ctx
     context = batch["context"]
-    a, run = self.generator_adversarial_loss(params, context)
+    a, run = self.generator_adversarial_loss(self.words_for(params, "generator"), context)
     length = jnp.mean(jnp.sum(run["emitted"], 1).astype(jnp.float32))
     return (Weighted(a.sum(), jnp.asarray(context.shape[0], jnp.float32)),
             {"g_adv_length": length})

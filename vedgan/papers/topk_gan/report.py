@@ -13,7 +13,9 @@ Suites (``eval/<suite>.json``):
 * ``topk_gan_fig3``: Fig. 3, how often ``W[y_t]`` is the word vector nearest to the
   top-k approximation ``ũ_t`` (with and without repetitions, k in ``gan.nn_check_ks``),
   on the greedy responses to the first ``gan.report_inputs`` distinct contexts of the
-  split, for models A and D; plots ``eval/topk_check_{A,D}.png``.
+  split, for models A and D, next to the same check with a random ``W`` of the same
+  shape (seed :data:`CONTROL_SEED`; ~100% at k = 2 for any logits, so the model's number
+  means something only below it); plots ``eval/topk_check_{A,D}.png``.
 * ``topk_gan_table1``: Table 1, greedy responses of models A, B, C, D to
   ``gan.table_inputs``.
 * ``topk_gan_diversity``: distinct-1/2, mean length (words, :func:`vedgan.metrics.text.words`)
@@ -49,6 +51,9 @@ from vedgan.eval_suites import EvalRun, SuiteOutput, register_suite
 from vedgan.plan import Plan
 
 FINAL = "final"
+#: seed of the random-``W`` control of the nearest-neighbour check
+#: (:func:`vedgan.metrics.topk_check.random_table`).
+CONTROL_SEED = 0
 
 
 def report_points(config) -> dict[str, int]:
@@ -83,16 +88,18 @@ def report_points(config) -> dict[str, int]:
 
 
 def topk_check(objective, params, contexts: np.ndarray, ks=tuple(range(2, 11)),
-               batch_size: int = 64) -> dict[str, Any]:
+               batch_size: int = 64, control_seed: int = CONTROL_SEED) -> dict[str, Any]:
   """The nearest-neighbour check of Section 5 / Fig. 3 on greedy responses to ``contexts``.
 
   Args:
     objective: the :class:`TopKGANObjective`; ``params`` its parameters.
     contexts: ``[N, S]`` int32 input tokens.
     ks, batch_size: the values of k; rows per decoding call (the last call is padded).
+    control_seed: seed of the random-``W`` control (same shape as ``params["words"]``).
 
   Returns :func:`vedgan.metrics.topk_approximation_check`'s dict (fractions
-  with and without repetitions for each k) plus ``num_inputs``.
+  with and without repetitions for each k, and ``random_table_control``, the same
+  fractions with a random ``W``) plus ``num_inputs``.
   """
   logits, tokens = [], []
   for start in range(0, len(contexts), batch_size):
@@ -105,7 +112,8 @@ def topk_check(objective, params, contexts: np.ndarray, ks=tuple(range(2, 11)),
     logits.append(np.asarray(out["logits"])[:rows][keep])
     tokens.append(np.asarray(out["tokens"])[:rows][keep])
   result = metrics.topk_approximation_check(np.concatenate(logits), np.asarray(params["words"]),
-                                            tokens=np.concatenate(tokens), ks=tuple(ks))
+                                            tokens=np.concatenate(tokens), ks=tuple(ks),
+                                            control_seed=int(control_seed))
   result["num_inputs"] = int(len(contexts))
   return result
 
@@ -283,9 +291,35 @@ def table1_suite(run: EvalRun) -> SuiteOutput:
                             "markdown": "\n".join(lines)})
 
 
+def fig3_values(name: str, check: dict[str, Any]) -> dict[str, float]:
+  """The suite's values of one model's :func:`topk_check`: ``<name>/k<k>`` (all tokens),
+  ``<name>/k<k>_without_repetitions``, and the random-``W`` control of each,
+  ``<name>/k<k>_random_w`` and ``<name>/k<k>_random_w_without_repetitions``."""
+  control = check["random_table_control"]
+  values = {}
+  for i, k in enumerate(check["k"]):
+    values[f"{name}/k{k}"] = float(check["with_repetitions"][i])
+    values[f"{name}/k{k}_without_repetitions"] = float(check["without_repetitions"][i])
+    values[f"{name}/k{k}_random_w"] = float(control["with_repetitions"][i])
+    values[f"{name}/k{k}_random_w_without_repetitions"] = float(
+        control["without_repetitions"][i])
+  return values
+
+
+def fig3_line(name: str, step: int, check: dict[str, Any]) -> str:
+  """One model's part of the suite's summary: the first k's fractions and, next to
+  them, the random-``W`` control's."""
+  control = check["random_table_control"]
+  return (f"model {name} (step {step}): k={check['k'][0]} {check['with_repetitions'][0]:.3f} "
+          f"(without repetitions {check['without_repetitions'][0]:.3f}; random-W control "
+          f"{control['with_repetitions'][0]:.3f} / {control['without_repetitions'][0]:.3f}, "
+          f"seed {control['seed']}; {check['num_tokens']} tokens)")
+
+
 @register_suite("topk_gan_fig3")
 def fig3_suite(run: EvalRun) -> SuiteOutput:
-  """Fig. 3: the nearest-neighbour check of the top-k approximations, models A and D."""
+  """Fig. 3: the nearest-neighbour check of the top-k approximations, models A and D,
+  each next to its random-``W`` control."""
   contexts = report_contexts(run)
   ks = tuple(int(k) for k in run.config.gan.nn_check_ks)
   values, results, plots, models, parts = {}, {}, [], {}, []
@@ -293,21 +327,18 @@ def fig3_suite(run: EvalRun) -> SuiteOutput:
   for name, r, step, state, ids in iterator:
     check = topk_check(r.objective, state.params, ids, ks, int(r.generation["batch_size"]))
     models[name] = {"step": step, "topk_check": check}
-    for k, with_rep, without in zip(check["k"], check["with_repetitions"],
-                                    check["without_repetitions"]):
-      values[f"{name}/k{k}"] = float(with_rep)
-      values[f"{name}/k{k}_without_repetitions"] = float(without)
+    values.update(fig3_values(name, check))
     settings = {"metric": "topk_nn_check", "model": name, "step": step, "ks": list(ks),
                 "num_inputs": len(ids), "split": run.split, "decode": "greedy",
+                "control": f"random W of shape {check['random_table_control']['shape']}, "
+                           f"seed {check['random_table_control']['seed']}",
                 "contexts_hash": metrics.corpus_hash([c[c != 0].tolist() for c in ids])}
     results[f"topk_check_{name}"] = metrics.MetricResult(
         "topk_nn_check", float(check["with_repetitions"][0]), settings, check)
     plots.append(metrics.plot_topk_check(
         check, os.path.join(run.eval_dir, f"topk_check_{name.replace('/', '_')}.png"),
         title=f"top-k approximation, model {name} (step {step})"))
-    parts.append(f"model {name} (step {step}): k={ks[0]} {check['with_repetitions'][0]:.3f} "
-                 f"(without repetitions {check['without_repetitions'][0]:.3f}, "
-                 f"{check['num_tokens']} tokens)")
+    parts.append(fig3_line(name, step, check))
   summary = "; ".join(parts) + f" on {len(contexts)} contexts" + _not_reached_line(missing)
   return SuiteOutput(values, results, summary, plots=plots,
                      extra={"models": models, "not_reached": missing})
