@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "sentencepiece>=0.2",
     "ml_collections>=0.1.1",
     "chatterbot-corpus>=1.2",
+    "chitchat-dataset>=0.9",    # the `chitchat` corpus (MIT, pure data; docs/data.md)
     "vaderSentiment>=3.3",      # its lexicon labels the embedded corpus for the demos
     "pyyaml>=6",
     "absl-py>=2",
@@ -26,6 +27,7 @@ EXTRAS = {
     "test": [
         "pytest>=8",
         "pytest-xdist>=3",
+        "chex>=0.1.86",             # tests: tree/shape assertions, jit/no-jit variants
         "nltk>=3.8",
         "sacrebleu>=2.3",
         "scipy>=1.10",

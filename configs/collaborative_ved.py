@@ -84,6 +84,11 @@ def get_config(variant: str = "co_ss"):
   c.ved.ss_k = 0.0                     # SS: k = 2500 (DailyDialog) / 5000 (Switchboard); 0 = off
   c.ved.steps_per_epoch = DAILYDIALOG_STEPS_PER_EPOCH  # AE/CVAE phase length (epoch-wise)
 
+  # Table 1's importance-weighted bound on -log p(x|c) (Burda et al. 2016; report suites only)
+  c.likelihood = configlib.ml_collections.ConfigDict()
+  c.likelihood.iw_samples = 100        # K posterior draws per response
+  c.likelihood.iw_chunk = 5            # draws per decoder pass (logits: chunk x batch rows)
+
   c.optimizer.grad_clip_norm = 0.0
   c.optimizer.grad_clip_value = 5.0    # authors' code: gradient value clipping at 5
 

@@ -121,6 +121,11 @@ def get_config(variant: str = "demo"):
   c.decode.mode = "greedy"            # greedy decoding of each candidate
   c.decode.latent_samples = 5         # "sample the result of CVAE models 5 times" (0.4)
 
+  # the comparison's importance-weighted bound on -log p(x|c,e) (Burda et al. 2016)
+  c.likelihood = ml_collections.ConfigDict()
+  c.likelihood.iw_samples = 100       # K posterior draws per response
+  c.likelihood.iw_chunk = 5           # draws per decoder pass (logits: chunk x batch rows)
+
   _stages(c, PAPER_STEPS_PER_EPOCH, base_epochs=10, cvae_epochs=8, classifier_epochs=5,
           rl_epochs=6, lr=1e-3)
   c.stage_order = ("base", "cvae", "classifier", "rl")

@@ -8,10 +8,14 @@ import pytest
 os.environ.setdefault("VEDGAN_DATA_DIR", tempfile.mkdtemp(prefix="vedgan-tfds-"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The suite's cost is XLA compiling many tiny models, not running them: cheaper CPU code
-# generation halves it (numerics are unchanged: these flags only skip LLVM optimisation).
-# Set before JAX starts; subprocesses inherit it, and tests that set device counts append.
-FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE_FLAGS).strip()
+# generation halves it (numerics are unchanged: this only skips LLVM optimisation). The long
+# in-process training runs (marked ``optimised``) are the exception: their fully optimised
+# programs run fast enough to pay for the longer compilation, so ``pytest_runtest_setup``
+# switches per test. Set before JAX starts; subprocesses inherit the environment variable.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+#: "marked": tests marked ``optimised`` compile fully optimised programs; "none": every test
+#: compiles cheaply (to compare the two).
+OPTIMISE = os.environ.setdefault("VEDGAN_TEST_OPTIMISE", "marked")
 
 # Many tests build identical tiny models: one on-disk XLA cache per test session (empty at
 # the start, shared by the xdist workers and every subprocess) compiles each program once.
@@ -69,22 +73,28 @@ def make_config(path: str = "configs/seq2seq.py", variant: str = "demo", **overr
   return config
 
 
-#: Node-id prefixes of tests that share one expensive module-scoped run: each group is
-#: scheduled on one xdist worker, so the run happens once (see ``pytest_xdist_make_scheduler``).
-SHARED_RUNS = ("tests/test_mojitalk.py::test_e2e_",)
+#: Modules whose tests are spread over the xdist workers one by one: long, independent
+#: subprocess runs, where spreading balances the workers. Every other module is one unit of
+#: work, so its module-scoped fixtures (trained runs, compiled models) are built once, on one
+#: worker, instead of once per worker that happens to get one of its tests.
+SPREAD_MODULES = ("tests/test_notebooks.py", "tests/test_kill_resume.py",
+                  "tests/test_mixed_precision.py")
 
 
 @pytest.hookimpl(optionalhook=True)   # no error under -p no:xdist
 def pytest_xdist_make_scheduler(config, log):
-  """With ``-n N``: every test is its own unit of work (as xdist's ``load``), except the
-  tests of each ``SHARED_RUNS`` prefix, which go to one worker together."""
+  """With ``-n N``: each module is one unit of work (as xdist's ``loadscope``), except the
+  tests of ``SPREAD_MODULES``, which are units of their own. Units are handed out in
+  collection order (the ``slow`` tests first, see below), not xdist's largest-first."""
   from xdist.scheduler import LoadScopeScheduling  # pylint: disable=import-outside-toplevel
 
-  class SharedRunsTogether(LoadScopeScheduling):
+  class ModulesTogether(LoadScopeScheduling):
     def _split_scope(self, nodeid):
-      return next((p for p in SHARED_RUNS if nodeid.startswith(p)), nodeid)
+      module = nodeid.split("::", 1)[0]
+      return nodeid if module in SPREAD_MODULES else module
 
-  return SharedRunsTogether(config, log)
+  config.option.loadscopereorder = False
+  return ModulesTogether(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -92,6 +102,18 @@ def pytest_collection_modifyitems(config, items):
   the many short tests fill the gaps, instead of one worker finishing a long run alone."""
   del config
   items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+  """Chooses this test's XLA optimisation before any of its fixtures run: cheap compilation,
+  or full optimisation for the tests marked ``optimised`` (in this process and in the
+  subprocesses it starts). The setting is part of the compilation-cache key."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  cheap = OPTIMISE == "none" or item.get_closest_marker("optimised") is None
+  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1" if cheap else "0"
+  jax.config.update("jax_disable_most_optimizations", cheap)
 
 
 @pytest.fixture

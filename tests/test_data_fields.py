@@ -1,21 +1,18 @@
 """Per-example fields: the encoder's kept-row index, with_fields, subset, and batches."""
 import numpy as np
 import pytest
+from fakes import FakeTokenizer
 
 from vedgan.data import pipeline
 
-
-class _Tok:
-  def encode(self, text):
-    return [len(w) + 3 for w in text.split()]
-
-
 PAIRS = [("a bb", "ccc"), ("", "x"), ("dd", ""), ("e f g", "hh ii"), ("jj", "k"),
          ("ll mm", "nn"), ("o", "pp qq rr")]
+# Every word its own id: a row's first token names its pair.
+TOK = FakeTokenizer(vocab=sorted({w for pair in PAIRS for text in pair for w in text.split()}))
 
 
 def test_index_and_fields_follow_the_kept_rows():
-  enc = pipeline.encode_pairs(PAIRS, _Tok(), 8, 8)
+  enc = pipeline.encode_pairs(PAIRS, TOK, 8, 8)
   assert enc.index.tolist() == [0, 3, 4, 5, 6]  # rows 1 and 2 are empty: skipped
   labels = np.arange(len(PAIRS)) * 10
   enc = pipeline.with_fields(enc, label=labels, other=np.ones((len(PAIRS), 2), np.float32))
@@ -25,7 +22,7 @@ def test_index_and_fields_follow_the_kept_rows():
 
 
 def test_batches_carry_fields_and_padding_rows_are_zero():
-  enc = pipeline.with_fields(pipeline.encode_pairs(PAIRS, _Tok(), 8, 8),
+  enc = pipeline.with_fields(pipeline.encode_pairs(PAIRS, TOK, 8, 8),
                              label=np.arange(len(PAIRS)) + 1)
   it = pipeline.BatchIterator(enc, 2, (4, 8), seed=0, shuffle=False)
   seen = []
@@ -33,7 +30,7 @@ def test_batches_carry_fields_and_padding_rows_are_zero():
     batch = next(it)
     # the label travels with its own row: the context's first token identifies the pair
     for row, label in zip(batch["context"], batch["label"]):
-      assert PAIRS[label - 1][0] and _Tok().encode(PAIRS[label - 1][0])[0] == row[0]
+      assert PAIRS[label - 1][0] and TOK.encode(PAIRS[label - 1][0])[0] == row[0]
     seen += batch["label"].tolist()
   assert seen == [1, 4, 5, 6]
   last = list(it.one_pass(enc, 4))[-1]
@@ -42,7 +39,7 @@ def test_batches_carry_fields_and_padding_rows_are_zero():
 
 
 def test_subset_keeps_fields_index_and_counts():
-  enc = pipeline.with_fields(pipeline.encode_pairs(PAIRS, _Tok(), 8, 8),
+  enc = pipeline.with_fields(pipeline.encode_pairs(PAIRS, TOK, 8, 8),
                              label=np.arange(len(PAIRS)))
   sub = pipeline.subset(enc, np.array([True, False, True, False, True]))
   assert sub.index.tolist() == [0, 4, 6]
@@ -52,16 +49,16 @@ def test_subset_keeps_fields_index_and_counts():
 
 
 def test_field_clashing_with_a_batch_key_is_refused():
-  enc = pipeline.encode_pairs(PAIRS, _Tok(), 8, 8)
+  enc = pipeline.encode_pairs(PAIRS, TOK, 8, 8)
   enc = pipeline.with_fields(enc, context=np.zeros(len(PAIRS)))
   with pytest.raises(ValueError, match="clashes"):
     pipeline.BatchIterator(enc, 2, (4, 8), seed=0)
 
 
 def test_sentences_and_dialogues_keep_their_index():
-  sents = pipeline.encode_sentences(["a b", "", "c"], _Tok(), 8)
+  sents = pipeline.encode_sentences(["a b", "", "c"], TOK, 8)
   assert sents.index.tolist() == [0, 2]
-  dial = pipeline.encode_dialogues([(["a"], "b"), ([""], "c"), (["d", "e"], "f")], _Tok(),
+  dial = pipeline.encode_dialogues([(["a"], "b"), ([""], "c"), (["d", "e"], "f")], TOK,
                                    2, 8, 8)
   assert dial.index.tolist() == [0, 2]
   dial = pipeline.with_fields(dial, label=np.array([5, 6, 7]))

@@ -4,18 +4,15 @@ import unicodedata
 
 import numpy as np
 import pytest
+from fakes import FakeTokenizer
 
 from vedgan.data import pipeline
 from vedgan.data import sources
 from vedgan.data import tokenizer as tokenizer_lib
 from vedgan.data.chatterbot_corpus.chatterbot_corpus import read_conversations
 
-
-class IntTokenizer:
-  """Test tokenizer: "7 8 9" -> [7, 8, 9] (ids > 5 keep specials distinct)."""
-
-  def encode(self, text):
-    return [int(w) for w in text.split()]
+#: "7 8 9" -> [7, 8, 9] (the examples' ids are > 5: distinct from the specials).
+INT_TOK = FakeTokenizer("ids", vocab_size=20_000)
 
 
 def _pairs(num, seed=0, max_len=12):
@@ -32,7 +29,7 @@ def _pairs(num, seed=0, max_len=12):
 
 @pytest.fixture(scope="module")
 def encoded():
-  return pipeline.encode_pairs(_pairs(50), IntTokenizer(), 16, 16)
+  return pipeline.encode_pairs(_pairs(50), INT_TOK, 16, 16)
 
 
 def _take(it, n):
@@ -66,7 +63,7 @@ def test_encode_pairs_truncation_and_counts():
       (b"50 \xff", "51"),  # undecodable bytes
       ("60", "\udcff"),  # lone surrogate (surrogateescape'd bad byte)
   ]
-  enc = pipeline.encode_pairs(pairs, IntTokenizer(), max_context_len=4,
+  enc = pipeline.encode_pairs(pairs, INT_TOK, max_context_len=4,
                               max_response_len=4)
   assert len(enc) == 2
   np.testing.assert_array_equal(enc.context[0], [7, 8, 9, 10])  # last tokens
@@ -77,15 +74,15 @@ def test_encode_pairs_truncation_and_counts():
                             skipped_undecodable=2, skipped_too_long=0,
                             truncated_context=1, truncated_response=1,
                             context_tokens=6, response_tokens=4)
-  skip = pipeline.encode_pairs(pairs, IntTokenizer(), 4, 4, too_long="skip")
+  skip = pipeline.encode_pairs(pairs, INT_TOK, 4, 4, too_long="skip")
   assert len(skip) == 1 and skip.counts["skipped_too_long"] == 1
   assert skip.counts["truncated_context"] == 0
   with pytest.raises(ValueError, match="too_long"):
-    pipeline.encode_pairs(pairs, IntTokenizer(), 4, 4, too_long="cut")
+    pipeline.encode_pairs(pairs, INT_TOK, 4, 4, too_long="cut")
   with pytest.raises(ValueError, match="max_response_len must be >= 2"):
-    pipeline.encode_pairs(pairs, IntTokenizer(), 4, 1)
+    pipeline.encode_pairs(pairs, INT_TOK, 4, 1)
   with pytest.raises(ValueError, match="max_context_len"):
-    pipeline.encode_pairs(pairs, IntTokenizer(), 0, 4)
+    pipeline.encode_pairs(pairs, INT_TOK, 0, 4)
 
 
 # -- BatchIterator: contents and shapes --------------------------------------
@@ -298,7 +295,7 @@ def test_errors_are_clear(encoded):
                            process_count=2)
   with pytest.raises(ValueError, match="buckets"):
     pipeline.BatchIterator(encoded, 8, (), seed=0)
-  empty = pipeline.encode_pairs([("", "")], IntTokenizer(), 4, 4)
+  empty = pipeline.encode_pairs([("", "")], INT_TOK, 4, 4)
   with pytest.raises(ValueError, match="no examples"):
     pipeline.BatchIterator(empty, 8, (16,), seed=0)
   hand_made = pipeline.EncodedPairs([np.array([7], np.int32)],
@@ -388,21 +385,21 @@ def _sentence_ids(batch):
 
 def test_encode_sentences_counts_and_filtering():
   texts = ["7 8 9 10 11", "12", "", "   ", b"13 \xfe", "\udcff 14", "15 16"]
-  enc = pipeline.encode_sentences(texts, IntTokenizer(), max_len=4)
+  enc = pipeline.encode_sentences(texts, INT_TOK, max_len=4)
   assert [r.tolist() for r in enc.tokens] == [[7, 8, 9], [12], [15, 16]]
   assert enc.labels is None and enc.max_len == 4
   assert enc.counts == dict(sentences=7, examples=3, skipped_empty=2,
                             skipped_undecodable=2, skipped_too_long=0,
                             skipped_bad_label=0, truncated=1, tokens=6)
-  skip = pipeline.encode_sentences(texts, IntTokenizer(), 4, too_long="skip")
+  skip = pipeline.encode_sentences(texts, INT_TOK, 4, too_long="skip")
   assert [r.tolist() for r in skip.tokens] == [[12], [15, 16]]
   assert skip.counts["skipped_too_long"] == 1 and skip.counts["truncated"] == 0
   with pytest.raises(ValueError, match="max_len must be >= 2"):
-    pipeline.encode_sentences(texts, IntTokenizer(), 1)
+    pipeline.encode_sentences(texts, INT_TOK, 1)
 
 
 def test_sentence_batches_shift_and_bucket():
-  enc = pipeline.encode_sentences(_sentences(40), IntTokenizer(), max_len=16)
+  enc = pipeline.encode_sentences(_sentences(40), INT_TOK, max_len=16)
   it = pipeline.BatchIterator(enc, 8, (4, 8, 16), seed=0)
   assert it.keys == ("tokens_in", "tokens_out", "weight")
   for batch in _take(it, 10):
@@ -426,7 +423,7 @@ def test_sentence_batches_shift_and_bucket():
 
 
 def test_sentence_iterator_resume_shard_and_eval():
-  enc = pipeline.encode_sentences(_sentences(30), IntTokenizer(), 16)
+  enc = pipeline.encode_sentences(_sentences(30), INT_TOK, 16)
   kwargs = dict(global_batch_size=6, buckets=(8, 16), seed=4)
   ref = pipeline.BatchIterator(enc, **kwargs)
   _take(ref, 7)
@@ -460,7 +457,7 @@ def test_sentence_iterator_resume_shard_and_eval():
 def test_encode_labelled_and_label_batches():
   texts = _sentences(24) + ["", "7 7"]
   labels = [k % 3 for k in range(24)] + [1, "x"]
-  enc = pipeline.encode_labelled(texts, labels, IntTokenizer(), 16)
+  enc = pipeline.encode_labelled(texts, labels, INT_TOK, 16)
   assert len(enc) == 24 and enc.labels.dtype == np.int32
   assert enc.counts["skipped_empty"] == 1
   assert enc.counts["skipped_bad_label"] == 1
@@ -478,13 +475,13 @@ def test_encode_labelled_and_label_batches():
     assert not batch["label"][ids < 0].any()
   # numpy ints, integral floats and digit strings are fine labels
   ok = pipeline.encode_labelled(["5", "6", "7"], [np.int64(2), 1.0, "3"],
-                                IntTokenizer(), 4)
+                                INT_TOK, 4)
   assert ok.labels.tolist() == [2, 1, 3]
   bad = pipeline.encode_labelled(["5", "6", "7"], [1.5, None, True],
-                                 IntTokenizer(), 4)
+                                 INT_TOK, 4)
   assert len(bad) == 0 and bad.counts["skipped_bad_label"] == 3
   with pytest.raises(ValueError, match="2 texts but 1 labels"):
-    pipeline.encode_labelled(["5", "6"], [1], IntTokenizer(), 4)
+    pipeline.encode_labelled(["5", "6"], [1], INT_TOK, 4)
   with pytest.raises(ValueError, match="no examples"):
     pipeline.BatchIterator(bad, 2, (4,), seed=0)
 
@@ -499,7 +496,7 @@ def test_encode_dialogues_counts():
       (["", " "], "17"),                         # no non-empty turn
       ([b"\xff"], "18"),                         # undecodable
   ]
-  enc = pipeline.encode_dialogues(examples, IntTokenizer(), max_turns=2,
+  enc = pipeline.encode_dialogues(examples, INT_TOK, max_turns=2,
                                   max_turn_len=3, max_response_len=4)
   assert len(enc) == 2
   assert [t.tolist() for t in enc.turns[0]] == [[3], [4, 5, 6]]
@@ -520,7 +517,7 @@ def test_dialogue_batches_are_hierarchical():
              for _ in range(int(rng.integers(1, 5)))]
     examples.append((turns, " ".join([str(100 + k)] + ["7"] * (k % 5))))
     labels.append(k % 4)
-  enc = pipeline.encode_dialogues(examples, IntTokenizer(), 3, 8, 8,
+  enc = pipeline.encode_dialogues(examples, INT_TOK, 3, 8, 8,
                                   labels=labels)
   it = pipeline.BatchIterator(enc, 2, (4, 8), seed=0, turn_buckets=(2, 3))
   shapes = set()

@@ -66,6 +66,7 @@ def _happybot_prelude(namespace: dict, tmp_path) -> None:
   """``config`` (unlocked, tiny, RL stage only) and ``workdir`` for docs/happybot.md;
   ``train.run`` is replaced by a dry run plus a check that the reward resolves."""
   from conftest import make_config  # pylint: disable=import-outside-toplevel
+  from fakes import FakeTokenizer  # pylint: disable=import-outside-toplevel
   from vedgan import rewards, train  # pylint: disable=import-outside-toplevel
 
   config = make_config("configs/happybot.py", "demo")
@@ -75,10 +76,10 @@ def _happybot_prelude(namespace: dict, tmp_path) -> None:
 
   def run(cfg, workdir):
     train.dry_run(cfg, workdir)
-    texts = {1: "a good day", 2: "a bad day"}
-    tokenizer = types.SimpleNamespace(decode=lambda ids: texts[ids[0]])
+    tokenizer = FakeTokenizer(vocab=["a", "good", "bad", "day"])
     reward = rewards.get(cfg.stages.rl.reward, types.SimpleNamespace(tokenizer=tokenizer))
-    scores = reward._host(np.zeros((2, 1), np.int32), np.array([[1], [2]], np.int32))  # pylint: disable=protected-access
+    responses = np.array([tokenizer.encode("a good day"), tokenizer.encode("a bad day")], np.int32)
+    scores = reward._host(np.zeros((2, 1), np.int32), responses)  # pylint: disable=protected-access
     assert scores[0] > scores[1]
 
   namespace["__run__"] = run

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import make_config
+from fakes import FakeTokenizer
 
 from vedgan import eval_suites, parallel, rewards, train
 from vedgan.data.lexicon import Lexicon, parse_lexicon
@@ -23,18 +24,7 @@ V = 40
 EOS, EOU = 3, 4
 
 
-class _Tok:
-  pad_id, unk_id, bos_id, eos_id, eou_id = 0, 1, 2, 3, 4
-  vocab_size = V
-
-  def decode(self, ids):
-    out = []
-    for i in ids:
-      if i == self.eos_id:
-        break
-      if i > 4:
-        out.append(f"w{i}")
-    return " ".join(out)
+TOK = FakeTokenizer(vocab_size=V)  # id i > 5 decodes to "w<i>"
 
 
 def _cfg(**overrides):
@@ -69,7 +59,7 @@ def _batch(seed=0, b=4, s=7, t=6, u=5):
 
 def _objective(**overrides):
   config = _cfg(**overrides)
-  obj = HappyBotObjective(config, _Tok())
+  obj = HappyBotObjective(config, TOK)
   state = jax.jit(obj.init)(jax.random.key(0))
   return obj, config, state
 
@@ -346,14 +336,14 @@ def test_text_reward_runs_a_python_scorer_inside_jit():
   rewards.register_text_scorer("test_length", scorer, look_ahead=True)
 
   class Obj:
-    tokenizer = _Tok()
+    tokenizer = TOK
 
   reward = rewards.get("test_length", Obj())
-  batch = {"last_turn": jnp.array([[5, 6, 0], [7, 0, 0]])}
-  response = jnp.array([[8, 9, EOS, 0], [10, EOS, 0, 0]])
+  batch = {"last_turn": jnp.array([[6, 7, 0], [8, 0, 0]])}
+  response = jnp.array([[9, 10, EOS, 0], [11, EOS, 0, 0]])
   got = jax.jit(lambda b, r: reward(None, b, r))(batch, response)
   np.testing.assert_allclose(got, [0.2, 0.1])
-  assert seen[-1] == (["w5 w6", "w7"], ["w8 w9", "w10"])
+  assert seen[-1] == (["w6 w7", "w8"], ["w9 w10", "w11"])
   with pytest.raises(ConfigError, match="unknown reward 'nope'"):
     rewards.get("nope", Obj())
   by_path = rewards.get("vedgan.rewards:lexicon_reward", Obj())     # "module:factory"

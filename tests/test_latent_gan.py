@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import make_config
+from fakes import FakeTokenizer
 
 from vedgan import eval_suites, train
 from vedgan.decode import DecodeOptions
@@ -197,11 +198,7 @@ def test_discriminator_logit_at_t_depends_only_on_the_prefix():
 # -- the GAN objective --------------------------------------------------------------
 
 
-class _Tok:
-  vocab_size, pad_id, unk_id, bos_id, eos_id, eou_id, blank_id = V, 0, 1, 2, 3, 4, 5
-
-  def decode(self, ids):
-    return " ".join(map(str, ids))
+TOK = FakeTokenizer("ids", vocab_size=V)  # id i > 5 decodes to str(i)
 
 
 class _Ctx:
@@ -220,7 +217,7 @@ def _objective(**overrides):
   over.update(overrides)
   config = make_config("configs/latent_gan.py", "demo", **{k.replace(".", "__"): v
                                                           for k, v in over.items()})
-  obj = algorithm.LatentGAN(config, _Tok())
+  obj = algorithm.LatentGAN(config, TOK)
   rows = np.full((B, T), 0, np.int32)
   rows[:, :3] = [[7, 8, 9]]
   rows[:, 3] = 3  # eos, then pad
@@ -231,8 +228,7 @@ def _objective(**overrides):
 
 
 def test_real_sentences_end_with_blank_padding():
-  tok = _Tok()
-  out = data.blank_tokens(jnp.array([[7, 8, 3, 0, 0], [9, 9, 9, 9, 3]]), tok)
+  out = data.blank_tokens(jnp.array([[7, 8, 3, 0, 0], [9, 9, 9, 9, 3]]), TOK)
   np.testing.assert_array_equal(out, [[7, 8, 5, 5, 5], [9, 9, 9, 9, 5]])
   obj, _, _ = _objective()
   tokens = np.array([[7, 8, 5, 9], [5, 1, 1, 1]])
@@ -257,7 +253,8 @@ def test_unconditional_generate_samples_num_samples_sentences():
   texts = obj.texts(out)
   for row, text in zip(tokens.tolist(), texts):
     end = row.index(BLANK) if BLANK in row else T
-    assert text == " ".join(map(str, row[:end]))  # cut at the first blank, no blank shown
+    # cut at the first blank, no blank shown
+    assert text == " ".join(map(TOK.id_to_piece, row[:end]))
   sampled = obj.generate(state, None, key, DecodeOptions(mode="sample", temperature=1.0,
                                                          num_samples=5))
   np.testing.assert_array_equal(sampled.tokens, obj.sample(state, 5, key, 1.0))
@@ -337,6 +334,7 @@ def _tiny(variant, **overrides):
 
 
 @pytest.mark.slow
+@pytest.mark.optimised  # long in-process training: see tests/conftest.py
 def test_demo_end_to_end_reconstruction_falls_and_greedy_samples_differ(tmp_path):
   steps = 900
   # The paper's minimax generator loss (the demo variant uses the non-saturating one).
@@ -355,7 +353,10 @@ def test_demo_end_to_end_reconstruction_falls_and_greedy_samples_differ(tmp_path
   assert last["recon"] < 0.5 * first["recon"], (first["recon"], last["recon"])
   assert last["recon_greedy"] < 0.6 * first["recon_greedy"]
   train_rows = [r for r in rows if r["split"] == "train"]
-  assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_adv"]) for r in train_rows)
+  # One row per step function of each logging window (``step_name``): D's and G's.
+  assert {r["step_name"] for r in train_rows} == {"disc", "gen"}
+  assert all(np.isfinite(r["d_loss"]) for r in train_rows if r["step_name"] == "disc")
+  assert all(np.isfinite(r["g_adv"]) for r in train_rows if r["step_name"] == "gen")
   # Greedy (tau_2 = 0) sentences from different z are not all the same.
   trainer = train.Trainer(config, str(tmp_path / "gan"))
   trainer.setup(write=False)

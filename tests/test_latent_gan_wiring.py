@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import make_config
+from fakes import FakeTokenizer
 
 from vedgan import parallel
 from vedgan.decode import DecodeOptions
@@ -29,13 +30,7 @@ V, T, B, NZ = 40, 8, 4, 3
 PAD, UNK, BOS, EOS, EOU, BLANK = 0, 1, 2, 3, 4, 5
 TAU1, TAU2, LAMBDA, WD = 0.5, 0.7, 0.5, 0.003
 SEED = 0
-
-
-class _Tok:
-  vocab_size, pad_id, unk_id, bos_id, eos_id, eou_id, blank_id = V, PAD, UNK, BOS, EOS, EOU, BLANK
-
-  def decode(self, ids):
-    return " ".join(map(str, ids))
+TOK = FakeTokenizer("ids", vocab_size=V)  # the fixed special ids: PAD ... BLANK above
 
 
 class _Ctx:
@@ -92,7 +87,7 @@ def gan_setup():
                               "model.word_temperature": TAU2, "model.recon_weight": LAMBDA,
                               "model.gen_loss": "minimax", "model.disc_dropout": 0.0,
                               "model.disc_weight_decay": WD, "model.mask_after_blank": True})
-  obj = algorithm.LatentGAN(config, _Tok())
+  obj = algorithm.LatentGAN(config, TOK)
   batch, blanked = _batch()
   state = jax.jit(obj.init)(jax.random.key(0), batch)
   params = dict(state.params)
@@ -321,7 +316,7 @@ def test_sampling_draws_from_softmax_of_logits_over_tau2(gan_setup):
 def test_lstm_lm_loss_is_token_mean_nll_up_to_first_blank():
   """The MLE baseline: -sum log p(x_t | x_<t) over the targets [y.., blank] up to and
   including the first blank, divided by their number (teacher forcing, no z)."""
-  obj = lstm_lm.LSTMLanguageModel(_config("mle_demo"), _Tok())
+  obj = lstm_lm.LSTMLanguageModel(_config("mle_demo"), TOK)
   batch, blanked = _batch()
   state = jax.jit(obj.init)(jax.random.key(1), batch)
   g = state.params["generator"]

@@ -8,11 +8,13 @@ Statistical tests use fixed seeds and state their tolerances.
 import functools
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from jax_variants import OpByOpTestCase
 
 from vedgan import losses
 
@@ -29,25 +31,21 @@ KEY = jax.random.key(0)
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
-def _tree_allclose(a, b, rtol=1e-6, atol=1e-6):
-  jax.tree_util.tree_map(
-      lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y),
-                                              rtol=rtol, atol=atol), a, b)
-
-
 def _assert_transforms_agree(fn, *batched_args, rtol=1e-6, atol=1e-6):
   """No-jit, jit and vmap (over axis 0 of every argument) agree.
 
   The library functions are jit-wrapped, so the direct call is the jit path
   and "no-jit" runs them op by op under ``jax.disable_jit()``. vmap runs
   ``fn`` on one example at a time, so agreement also shows that outputs are
-  per-example (no mixing across the batch).
+  per-example (no mixing across the batch). Same tree, shapes and dtypes on
+  every path (``strict``).
   """
   jitted = fn(*batched_args)
   with jax.disable_jit():
-    _tree_allclose(fn(*batched_args), jitted, rtol, atol)
-  _tree_allclose(jax.jit(jax.vmap(fn), compiler_options=FAST_COMPILE)(
-      *batched_args), jitted, rtol, atol)
+    chex.assert_trees_all_close(fn(*batched_args), jitted, rtol=rtol, atol=atol,
+                                strict=True)
+  chex.assert_trees_all_close(jax.jit(jax.vmap(fn), compiler_options=FAST_COMPILE)(
+      *batched_args), jitted, rtol=rtol, atol=atol, strict=True)
 
 
 def _log_softmax_np(x):
@@ -174,7 +172,7 @@ def test_sequence_cross_entropy_hand_values():
                                          np.array([[1, 1, 0]]))
   np.testing.assert_allclose(nll, [-math.log(0.5) - math.log(0.8)], rtol=1e-6)
   np.testing.assert_array_equal(n, [2.0])
-  assert nll.dtype == jnp.float32 and n.dtype == jnp.float32
+  chex.assert_type([nll, n], jnp.float32)
   # Against a numpy loop on random inputs.
   lp = _log_softmax_np(LOGITS)
   want = [-sum(lp[b, t, TARGETS[b, t]] for t in range(LENGTHS[b]))
@@ -240,15 +238,14 @@ def test_sequence_cross_entropy_label_smoothing():
 def test_sequence_cross_entropy_bfloat16_logits_use_float32():
   bf = LOGITS.astype(jnp.bfloat16)
   got, n = losses.sequence_cross_entropy(bf, TARGETS, MASK)
-  assert got.dtype == jnp.float32 and n.dtype == jnp.float32
+  chex.assert_type([got, n], jnp.float32)
   want, _ = losses.sequence_cross_entropy(np.asarray(bf, np.float32), TARGETS,
                                           MASK)
   np.testing.assert_array_equal(got, want)
 
 
 def test_sequence_cross_entropy_grads_transforms_and_errors():
-  _assert_transforms_agree(losses.sequence_cross_entropy, LOGITS, TARGETS,
-                           MASK)
+  # no-jit / jit / vmap, label smoothing 0 and 0.3: TransformsTest at the end of the file.
   with pytest.raises(ValueError):
     losses.sequence_cross_entropy(LOGITS, TARGETS[:, :4], MASK)
   with pytest.raises(ValueError):
@@ -267,7 +264,7 @@ def test_token_log_probs_values_temperature_and_grads():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(  # never log(raw logits): probabilities sum to 1
       np.exp(_log_softmax_np(LOGITS)).sum(-1), 1.0)
-  _assert_transforms_agree(losses.token_log_probs, LOGITS, TARGETS)
+  # no-jit / jit / vmap, temperature 0.4: TransformsTest at the end of the file.
 
 
 # --------------------------------------------------------------------------
@@ -316,15 +313,15 @@ def test_word_dropout_edge_rates_and_padding():
   np.testing.assert_array_equal(
       losses.word_dropout(KEY, tokens, 1.0, 3, mask), [[1, 3, 3, 3, 0]])
   out = losses.word_dropout(KEY, tokens, 1.0, 3, mask)
-  assert out.dtype == tokens.dtype
+  chex.assert_type(out, tokens.dtype)
 
 
-def test_word_dropout_rate_statistics_and_transforms():
+def test_word_dropout_rate_statistics():
   """Drop fraction on 64x64 tokens with a random mask.
 
   Fixed seed; tolerance 0.03 on the fraction (about 3 binomial standard
   deviations for ~2000 eligible tokens at rate 0.25). Masked positions must
-  never change.
+  never change. (Op by op, jitted and vmapped over keys: TransformsTest.)
   """
   rng = np.random.RandomState(1)
   tokens = rng.randint(4, 100, (64, 64)).astype(np.int32)
@@ -335,21 +332,6 @@ def test_word_dropout_rate_statistics_and_transforms():
   assert set(np.unique(out[mask] [out[mask] != tokens[mask]])) == {3}
   frac = np.mean(out[mask] == 3)
   assert abs(frac - 0.25) < 0.03, frac
-  # Op by op without jit: the same draw for the same key. (Shape [4, 6], as
-  # in the other no-jit random checks, so the PRNG's per-op compilations are
-  # shared.)
-  small, small_mask = tokens[:4, :6], mask[:4, :6]
-  jitted = losses.word_dropout(jax.random.key(7), small, 0.5, 3, small_mask)
-  with jax.disable_jit():
-    np.testing.assert_array_equal(
-        losses.word_dropout(jax.random.key(7), small, 0.5, 3, small_mask),
-        jitted)
-  # vmap over keys == a Python loop.
-  keys = jax.random.split(KEY, 2)
-  vm = jax.vmap(lambda k: losses.word_dropout(k, tokens, 0.25, 3, mask))(keys)
-  for k, row in zip(keys, vm):
-    np.testing.assert_array_equal(row,
-                                  losses.word_dropout(k, tokens, 0.25, 3, mask))
 
 
 # --------------------------------------------------------------------------
@@ -376,7 +358,7 @@ def test_gaussian_kl_defaults_positivity_and_shapes():
   mq, lq, mp, lp = RNG.randn(4, B, D).astype(np.float32)
   zeros = np.zeros((B, D), np.float32)
   kl = losses.gaussian_kl(mq, lq)
-  assert kl.shape == (B, D)
+  chex.assert_shape(kl, (B, D))
   np.testing.assert_allclose(kl, losses.gaussian_kl(mq, lq, zeros, zeros),
                              rtol=1e-6)
   np.testing.assert_allclose(losses.gaussian_kl(mq, lq, mp),
@@ -418,7 +400,7 @@ def test_gaussian_sample_statistics_and_reparameterisation():
   z = np.asarray(losses.gaussian_sample(jax.random.key(4),
                                         np.broadcast_to(mean, (100_000, 3)),
                                         logvar))  # logvar broadcasts
-  assert z.shape == (100_000, 3)
+  chex.assert_shape(z, (100_000, 3))
   np.testing.assert_allclose(z.mean(0), mean, atol=0.02 * 2)
   np.testing.assert_allclose(z.std(0), [0.5, 1.0, 2.0], rtol=0.02)
   # Reparameterisation: dz/dmean = 1, dz/dlogvar = (z - mean) / 2.
@@ -461,7 +443,7 @@ def test_free_bits_values_and_gradients():
   np.testing.assert_array_equal(g, [[0, 1, 1], [0, 0, 0]])
   g = jax.grad(lambda k: losses.free_bits(k, 1.0, mode="total").sum())(kl)
   np.testing.assert_array_equal(g, [[1, 1, 1], [0, 0, 0]])
-  _assert_transforms_agree(lambda k: losses.free_bits(k, 0.3), kl)
+  # no-jit / jit / vmap, both modes: TransformsTest at the end of the file.
   with pytest.raises(ValueError):
     losses.free_bits(kl, 0.1, mode="per_example")
 
@@ -471,7 +453,7 @@ def test_kl_threshold_values_and_gradients():
   np.testing.assert_array_equal(losses.kl_threshold(kl, 5.0), [5.0, 7.0])
   g = jax.grad(lambda k: losses.kl_threshold(k, 5.0).sum())(kl)
   np.testing.assert_array_equal(g, [0.0, 1.0])
-  _assert_transforms_agree(lambda k: losses.kl_threshold(k, 5.0), kl)
+  # no-jit / jit / vmap, a float or traced alpha: TransformsTest at the end of the file.
 
 
 def test_reconstruction_losses():
@@ -572,7 +554,7 @@ def test_mixed_loss():
   np.testing.assert_allclose(losses.mixed_loss(rl, mle, 1.0), rl)
   np.testing.assert_allclose(losses.mixed_loss(rl, mle, 0.25),
                              0.25 * rl + 0.75 * mle, rtol=1e-6)
-  _assert_transforms_agree(lambda a, b: losses.mixed_loss(a, b, 0.25), rl, mle)
+  # no-jit / jit / vmap, a float or traced weight: TransformsTest at the end of the file.
 
 
 # --------------------------------------------------------------------------
@@ -632,8 +614,9 @@ def test_reinforce_estimator_is_unbiased_and_baselines_reduce_variance():
   (relative error > 30%): the test can fail.
   """
   exact = np.asarray(jax.grad(_expected_reward)(THETA), np.float64)
-  estimates = [np.asarray(e, np.float64).reshape(N_SEQ, -1)
-               for e in _reinforce_gradients(jax.random.key(11))]
+  grads = _reinforce_gradients(jax.random.key(11))
+  chex.assert_shape(grads, (N_SEQ,) + THETA.shape)  # one estimate per sequence
+  estimates = [np.asarray(e, np.float64).reshape(N_SEQ, -1) for e in grads]
   none, per_seq, per_step, biased = estimates
   exact = exact.ravel()
   rel = lambda g: np.linalg.norm(g.mean(0) - exact) / np.linalg.norm(exact)
@@ -687,8 +670,7 @@ def test_discounted_returns_masks_grads_transforms_and_linear_time():
   r_bad[MASK == 0] = np.nan
   np.testing.assert_array_equal(losses.discounted_returns(r_bad, 0.9, MASK),
                                 losses.discounted_returns(r, 0.9, MASK))
-  _assert_transforms_agree(lambda r, m: losses.discounted_returns(r, 0.9, m),
-                           r, MASK)
+  # no-jit / jit / vmap, a float or traced discount: TransformsTest at the end of the file.
   # O(T): one reverse scan over time, and no T x T intermediate anywhere.
   eqns = _all_eqns(jax.make_jaxpr(
       lambda r: losses.discounted_returns(r, 0.9, MASK))(r).jaxpr)
@@ -731,7 +713,7 @@ def test_label_rank_and_rank_weight():
   np.testing.assert_array_equal(alpha[:1], 0.0)     # rank 1
   np.testing.assert_array_equal(alpha[1:5], 0.5)    # ranks 2..5
   np.testing.assert_array_equal(alpha[5:], 1.0)     # ranks 6..64
-  _assert_transforms_agree(losses.rank_weight, ranks)
+  # rank_weight's no-jit / jit / vmap: TransformsTest at the end of the file.
   _assert_transforms_agree(losses.label_rank, probs, labels)
   with pytest.raises(ValueError):
     losses.label_rank(probs, labels[:2])
@@ -771,8 +753,8 @@ def test_prefix_discriminator_loss_values_masks_and_stability():
   l = RNG.randn(B, T).astype(np.float32)
   l_bad = l.copy()
   l_bad[MASK == 0] = np.nan
-  _tree_allclose(losses.prefix_discriminator_loss(l_bad, MASK, l_bad, MASK),
-                 losses.prefix_discriminator_loss(l, MASK, l, MASK), 0, 0)
+  chex.assert_trees_all_equal(losses.prefix_discriminator_loss(l_bad, MASK, l_bad, MASK),
+                              losses.prefix_discriminator_loss(l, MASK, l, MASK))
 
 
 def test_prefix_losses_grads_and_transforms():
@@ -831,3 +813,65 @@ def test_dialogue_gan_losses():
   _assert_transforms_agree(losses.dialogue_generator_loss, logits)
   with pytest.raises(ValueError):
     losses.dialogue_discriminator_loss(logits, labels[:2])
+
+
+# --------------------------------------------------------------------------
+# no-jit, jit and vmap with Python-float or traced scalars (chex variants)
+
+
+def _scalar_cases():
+  """name -> (loss, arrays, scalars) for the losses with scalar arguments (smoothing,
+  temperature, floors, weight, discount, rank weights), on their value tests' inputs."""
+  rng = np.random.RandomState(21)
+  kl = np.float32([[0.001, 0.5, 2.0], [0.0, 0.0, 0.0]])
+  smoothed = lambda l, t, m, eps: losses.sequence_cross_entropy(l, t, m, label_smoothing=eps)
+  return {
+      "sequence_cross_entropy": (smoothed, (LOGITS, TARGETS, MASK), (0.0,)),
+      "sequence_cross_entropy(label_smoothing)": (smoothed, (LOGITS, TARGETS, MASK), (0.3,)),
+      "token_log_probs": (losses.token_log_probs, (LOGITS, TARGETS), (0.4,)),
+      "free_bits(per_dim)": (losses.free_bits, (kl,), (0.3,)),
+      "free_bits(total)": (lambda k, f: losses.free_bits(k, f, mode="total"), (kl,), (0.3,)),
+      "kl_threshold": (losses.kl_threshold, (np.float32([3.0, 7.0]),), (5.0,)),
+      "mixed_loss": (losses.mixed_loss, tuple(rng.randn(2, B).astype(np.float32)), (0.25,)),
+      "discounted_returns": (lambda r, m, g: losses.discounted_returns(r, g, m),
+                             (rng.randn(B, T).astype(np.float32), MASK), (0.9,)),
+      "rank_weight": (losses.rank_weight, (np.arange(1, 65),), (0.0, 0.5, 1.0)),
+  }
+
+
+class TransformsTest(OpByOpTestCase):
+  """No-jit, jit and vmap agree for the losses with scalar arguments (chex variants).
+
+  ``without_jit`` runs every loss op by op on the whole batch with its scalars as Python
+  floats (the library's branches on concrete values, e.g. smoothing 0); ``with_jit`` runs
+  them vmapped over axis 0 of every array inside one jitted program, with the scalars
+  traced. Both must give the library's own jitted values (same tree, shapes and dtypes);
+  vmap shows the outputs are per example. word_dropout, an estimator, is drawn op by op
+  with one key (shape [4, 6], as the other op-by-op random checks, so the PRNG's per-op
+  compilations are shared) and vmapped over two keys (== a Python loop).
+  """
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_losses_op_by_op_or_jitted_and_vmapped(self):
+    vmapped = self.variant.type == chex.ChexVariantType.WITH_JIT
+    cases = _scalar_cases()
+    rng = np.random.RandomState(1)
+    tokens = rng.randint(4, 100, (4, 6)).astype(np.int32)
+    keep = rng.rand(4, 6) < 0.5
+    keys = jax.random.split(KEY, 2)
+
+    def run(arrays, scalars, rate):
+      out = {}
+      for name, (loss, _, _) in cases.items():
+        call = lambda *a, loss=loss, s=scalars[name]: loss(*a, *s)
+        out[name] = jax.vmap(call)(*arrays[name]) if vmapped else call(*arrays[name])
+      draw = lambda k: losses.word_dropout(k, tokens, rate, 3, keep)
+      out["word_dropout"] = jax.vmap(draw)(keys) if vmapped else draw(KEY)
+      return out
+
+    got = self.run_variant(run, {name: c[1] for name, c in cases.items()},
+                           {name: c[2] for name, c in cases.items()}, 0.5)
+    want = {name: loss(*arrays, *scalars) for name, (loss, arrays, scalars) in cases.items()}
+    draw = lambda k: losses.word_dropout(k, tokens, 0.5, 3, keep)
+    want["word_dropout"] = np.stack([draw(k) for k in keys]) if vmapped else draw(KEY)
+    chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-6, strict=True)

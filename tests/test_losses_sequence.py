@@ -6,6 +6,7 @@ the CVAE reconstruction term, the label-smoothed target ``(1 - eps) onehot(y) + 
 the tempered policy of HappyBot Eq. 5/9 and the bag-of-words loss of MojiTalk's
 supplement Eq. 1-2.
 """
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +67,29 @@ def test_label_smoothing_matches_the_smoothed_target_reference(traced):
   got = jax.grad(lambda l: losses.sequence_cross_entropy(
       l, TARGETS, MASK, label_smoothing=smoothing)[0].sum())(LOGITS)
   np.testing.assert_allclose(got, grad, rtol=1e-4, atol=1e-6)
+
+
+class LabelSmoothingVariantsTest(chex.TestCase):
+  """The smoothing as a Python float (``without_jit``: the library's wrapper sees the value
+  and takes the plain path for 0) or traced through an outer ``jax.jit`` (a traced 0 is
+  smoothed by 0): value, count and gradient of the reference for ``eps`` 0 and 0.2 alike."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_smoothing_float_or_traced_matches_the_reference(self):
+    def fn(logits, eps):
+      def total(l):
+        nll, count = losses.sequence_cross_entropy(l, TARGETS, MASK, label_smoothing=eps)
+        return nll.sum(), (nll, count)
+      (_, out), grad = jax.value_and_grad(total, has_aux=True)(logits)
+      return out + (grad,)
+
+    for eps in (0.0, 0.2):
+      nll, count, grad = self.variant(fn)(LOGITS, eps)
+      want, want_count, want_grad = _reference(eps)
+      chex.assert_shape([nll, count, grad], [(B,), (B,), (B, T, V)])
+      np.testing.assert_allclose(nll, want, rtol=1e-5)
+      np.testing.assert_array_equal(count, want_count)
+      np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-6)
 
 
 def test_chunked_sequence_cross_entropy_matches_the_reference():

@@ -8,6 +8,7 @@ workdir (adds the Reinforced CVAE stage), evaluated at every stage end.
 import json
 import math
 import os
+import string
 import types
 
 import jax
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import make_config
+from fakes import FakeTokenizer
 
 from vedgan import eval_suites, losses, parallel, schedules, train
 from vedgan.data import pipeline
@@ -29,7 +31,7 @@ from vedgan.papers.mojitalk import data as mojitalk_data
 from vedgan.papers.mojitalk import report
 from vedgan.papers.mojitalk.networks import response_tokens
 
-TOK = types.SimpleNamespace(vocab_size=40, pad_id=0, unk_id=1, bos_id=2, eos_id=3)
+TOK = FakeTokenizer(vocab_size=40)
 B, S, T = 4, 7, 6
 TINY = dict(model__embed_dim=16, model__hidden=16, model__latent_dim=6,
             model__recognition_hidden=(10, 10), model__prior_hidden=(3, 4), model__dropout=0.0,
@@ -391,11 +393,6 @@ def test_lexicon_labels_bucket_the_mean_valence():
   assert len(mojitalk_data.LEXICON_LABEL_NAMES) == len(mojitalk_data.LEXICON_EDGES) + 2
 
 
-class _CharTokenizer:
-  def encode(self, text):
-    return [4 + (ord(ch) % 20) for ch in text if ch != " "]
-
-
 def test_labelled_batches_align_labels_with_examples_and_resume():
   """Labels are given per source pair (with_fields): pairs the encoder skips (empty text)
   or whose label is out of range drop out, and every batch row keeps its own label, also
@@ -406,7 +403,8 @@ def test_labelled_batches_align_labels_with_examples_and_resume():
   labels[5:5] = [2, 99, -1]                                     # empty context; out of range
   config = make_config("configs/mojitalk.py", "paper", data__num_labels=6,
                        data__max_context_len=8, data__max_response_len=8, data__buckets=(8,))
-  enc = mojitalk_data.encode_labelled(config, pairs, np.asarray(labels), _CharTokenizer())
+  chars = FakeTokenizer("char", string.ascii_lowercase + string.digits)
+  enc = mojitalk_data.encode_labelled(config, pairs, np.asarray(labels), chars)
   assert len(enc) == 23 and enc.counts["subset_dropped"] == 2
   assert enc.counts["skipped_empty"] == 1
 
@@ -539,6 +537,7 @@ def demo_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.optimised  # long in-process training: see tests/conftest.py
 def test_e2e_cvae_kl_stays_above_zero_with_the_bow_loss(demo_run):
   rows, models = demo_run.rows, demo_run.models
   cvae = [r for r in rows if r["stage"] == "cvae"]
@@ -553,6 +552,7 @@ def test_e2e_cvae_kl_stays_above_zero_with_the_bow_loss(demo_run):
 
 
 @pytest.mark.slow
+@pytest.mark.optimised  # long in-process training: see tests/conftest.py
 def test_e2e_classifier_beats_chance_by_a_clear_margin(demo_run):
   c = demo_run.report["classifier"]
   counts = np.bincount(demo_run.labels, minlength=8)
@@ -566,6 +566,7 @@ def test_e2e_classifier_beats_chance_by_a_clear_margin(demo_run):
 
 
 @pytest.mark.slow
+@pytest.mark.optimised  # long in-process training: see tests/conftest.py
 def test_e2e_reinforced_cvae_raises_the_label_probability_of_generations(demo_run):
   """Held-out (validation) contexts with their gold emoji; the paper's generation (5 prior
   samples, greedy each, the classifier's favourite kept; seed 0) scored by the frozen
@@ -585,6 +586,7 @@ def test_e2e_reinforced_cvae_raises_the_label_probability_of_generations(demo_ru
 
 
 @pytest.mark.slow
+@pytest.mark.optimised  # long in-process training: see tests/conftest.py
 def test_e2e_stage_comparison_reports_every_model(demo_run):
   models = demo_run.models
   assert list(models) == ["base", "cvae", "rl"]
@@ -602,6 +604,7 @@ def test_e2e_stage_comparison_reports_every_model(demo_run):
 
 
 @pytest.mark.slow
+@pytest.mark.optimised  # long in-process training: see tests/conftest.py
 def test_e2e_report_files_and_the_classifier_suite(demo_run):
   """eval/<suite>.json of both suites, the per-emoji accuracy plot (Fig. 1), and one
   classifier behind both suites."""

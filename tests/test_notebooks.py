@@ -97,8 +97,8 @@ def test_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch):
   monkeypatch.setenv("VEDGAN_SMOKE", "1")
   monkeypatch.setenv("VEDGAN_NOTEBOOK_RUNS", str(tmp_path / "runs"))
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-  # Compilation dominates a smoke run: the kernel inherits conftest's cheap compile flags
-  # (XLA_FLAGS) and the session's persistent compilation cache (JAX_COMPILATION_CACHE_DIR).
+  # Compilation dominates a smoke run: the kernel inherits conftest's cheap compilation
+  # (JAX_DISABLE_MOST_OPTIMIZATIONS) and the session's cache (JAX_COMPILATION_CACHE_DIR).
   monkeypatch.setenv("PYTHONPATH", REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   nb = nbformat.read(os.path.join(COLAB, f"{name}.ipynb"), as_version=4)
   client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",

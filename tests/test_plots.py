@@ -10,6 +10,7 @@ import struct
 import numpy as np
 import pytest
 from conftest import make_config
+from fakes import FakeTokenizer
 from PIL import Image
 
 from vedgan import plots, train, writers
@@ -162,14 +163,6 @@ def test_training_run_writes_group_and_evaluation_pngs_and_tensorboard(tmp_path,
     np.testing.assert_array_equal(decoded, png)
 
 
-class _WordTok:
-  """A tokenizer whose id ``i > 5`` decodes to the word ``w<i>`` (5 is the GAN's blank)."""
-  vocab_size, pad_id, unk_id, bos_id, eos_id, eou_id, blank_id = 24, 0, 1, 2, 3, 4, 5
-
-  def decode(self, ids):
-    return " ".join(f"w{i}" for i in ids if i > 5)
-
-
 def test_latent_gan_diversity_plot_counts_its_own_samples(tmp_path):
   import jax  # pylint: disable=import-outside-toplevel
   from vedgan.papers.latent_gan import algorithm, report  # pylint: disable=import-outside-toplevel
@@ -177,7 +170,8 @@ def test_latent_gan_diversity_plot_counts_its_own_samples(tmp_path):
   config = make_config("configs/latent_gan.py", "demo", data__max_len=6, model__embed_dim=8,
                        model__gen_hidden=16, model__disc_hidden=8, model__rec_hidden=8,
                        model__latent_dim=4)
-  obj = algorithm.LatentGAN(config, _WordTok())
+  # id i > 5 decodes to the word "w<i>" (5 is the GAN's blank)
+  obj = algorithm.LatentGAN(config, FakeTokenizer(vocab_size=24))
   rows = np.zeros((4, 6), np.int32)
   batch = {"tokens_in": rows, "tokens_out": rows, "weight": np.ones(4, np.float32)}
   state = jax.jit(obj.init)(jax.random.key(0), batch)

@@ -5,11 +5,13 @@ jax's per-shape compilation caches keep the file fast. Statistical tests use
 fixed seeds, so they are deterministic; each states its tolerance and why it
 catches a wrong implementation.
 """
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from jax_variants import OpByOpTestCase
 from scipy import stats
 
 from vedgan import relax
@@ -25,25 +27,20 @@ N_DRAWS = 20_000                                     # rows of statistical tests
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
-def _tree_allclose(a, b, rtol=1e-6, atol=1e-6):
-  jax.tree_util.tree_map(
-      lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y),
-                                              rtol=rtol, atol=atol), a, b)
-
-
 def _assert_transforms_agree(fn, *batched_args, rtol=1e-6, atol=1e-6):
   """No-jit, jit and vmap (over axis 0 of every argument) agree.
 
   The library functions are jit-wrapped, so the direct call is the jit path
   and "no-jit" runs them op by op under ``jax.disable_jit()``. vmap runs
   ``fn`` on one example at a time, so agreement also shows that outputs are
-  per-example.
+  per-example. Same tree, shapes and dtypes on every path (``strict``).
   """
   jitted = fn(*batched_args)
   with jax.disable_jit():
-    _tree_allclose(fn(*batched_args), jitted, rtol, atol)
-  _tree_allclose(jax.jit(jax.vmap(fn), compiler_options=FAST_COMPILE)(
-      *batched_args), jitted, rtol, atol)
+    chex.assert_trees_all_close(fn(*batched_args), jitted, rtol=rtol, atol=atol,
+                                strict=True)
+  chex.assert_trees_all_close(jax.jit(jax.vmap(fn), compiler_options=FAST_COMPILE)(
+      *batched_args), jitted, rtol=rtol, atol=atol, strict=True)
 
 
 # --------------------------------------------------------------------------
@@ -58,7 +55,7 @@ def test_straight_through_forward_is_exactly_one_hot():
     hard = relax.straight_through(s)
     expected = np.eye(6, dtype=np.float32)[np.argmax(s, -1)]
     np.testing.assert_array_equal(np.asarray(hard), expected)
-    assert hard.dtype == s.dtype
+    chex.assert_type(hard, s.dtype)
 
 
 def test_straight_through_hand_values_ties_and_axis():
@@ -83,11 +80,12 @@ def test_straight_through_gradient_is_identity_and_transforms():
 
 def test_gumbel_softmax_is_a_distribution_and_keeps_dtype():
   x = relax.gumbel_softmax(KEY, LOGITS, temperature=0.7)
-  assert x.shape == LOGITS.shape and x.dtype == jnp.float32
+  chex.assert_shape(x, LOGITS.shape)
+  chex.assert_type(x, jnp.float32)
   assert bool((x >= 0).all())
   np.testing.assert_allclose(x.sum(-1), 1.0, atol=1e-6)
   xb = relax.gumbel_softmax(KEY, LOGITS.astype(jnp.bfloat16), temperature=0.7)
-  assert xb.dtype == jnp.bfloat16
+  chex.assert_type(xb, jnp.bfloat16)
   # bf16 logits are upcast: same noise, same sample up to bf16 rounding of
   # the logits (~0.4% relative) and of the output.
   np.testing.assert_allclose(np.asarray(xb, np.float32), x, atol=3e-2)
@@ -135,19 +133,32 @@ def test_straight_through_gradient_equals_soft_sample_gradient():
                              atol=1e-6)
 
 
-def test_gumbel_softmax_no_jit_and_vmap_over_keys():
-  direct = relax.gumbel_softmax(KEY, LOGITS, 0.5, word_temperature=0.5)
-  with jax.disable_jit():
-    eager = relax.gumbel_softmax(KEY, LOGITS, 0.5, word_temperature=0.5)
-  np.testing.assert_allclose(eager, direct, rtol=1e-6, atol=1e-7)
-  # vmap over keys (temperatures traced as arrays) == a Python loop.
-  keys = jax.random.split(KEY, 2)
-  vm = jax.jit(jax.vmap(lambda k, t: relax.gumbel_softmax(k, LOGITS, t,
-                                                          hard=True)),
-               compiler_options=FAST_COMPILE)(keys, jnp.full((2,), 0.5))
-  for k, row in zip(keys, vm):
-    np.testing.assert_array_equal(
-        row, relax.gumbel_softmax(k, LOGITS, 0.5, hard=True))
+class GumbelSoftmaxVariantsTest(OpByOpTestCase):
+  """The library's jitted draws, op by op with Python-float temperatures (``without_jit``),
+  or jitted with the temperatures traced and the hard draw vmapped over keys
+  (``with_jit``, one program; ``hard`` static): chex variants."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_draws_op_by_op_or_jitted_and_vmapped_over_keys(self):
+    vmapped = self.variant.type == chex.ChexVariantType.WITH_JIT
+    keys = jax.random.split(KEY, 2)
+
+    def draws(tau1, tau2):
+      soft = relax.gumbel_softmax(KEY, LOGITS, tau1, word_temperature=tau2)
+      if not vmapped:
+        return {"soft": soft}
+      # vmap over keys (temperatures traced as arrays)
+      hard = jax.vmap(lambda k, t: relax.gumbel_softmax(k, LOGITS, t, hard=True))(
+          keys, jnp.full((2,), tau1))
+      return {"soft": soft, "hard": hard}
+
+    for tau1, tau2 in ((0.5, 0.5), (0.3, 0.6)):
+      got = self.run_variant(draws, tau1, tau2)
+      np.testing.assert_allclose(
+          got["soft"], relax.gumbel_softmax(KEY, LOGITS, tau1, word_temperature=tau2),
+          rtol=1e-6, atol=1e-7)
+      for k, row in zip(keys, got.get("hard", ())):  # == a Python loop
+        np.testing.assert_array_equal(row, relax.gumbel_softmax(k, LOGITS, tau1, hard=True))
 
 
 # --------------------------------------------------------------------------
@@ -207,7 +218,7 @@ def test_topk_hand_values():
   np.testing.assert_array_equal(idx, [1, 0])
   np.testing.assert_allclose(w, [2 / 3, 1 / 3], rtol=1e-6)
   np.testing.assert_allclose(vec, [1 / 3, 2 / 3], rtol=1e-6)
-  assert idx.dtype == jnp.int32
+  chex.assert_type(idx, jnp.int32)
 
 
 def test_topk_with_k_equal_vocab_is_the_full_softmax_average():
@@ -247,7 +258,7 @@ def test_topk_transforms_batched_shapes_and_errors():
   logits = RNG.randn(4, 2, 6).astype(np.float32)  # [B, T, V]
   fn = lambda l: relax.topk_softmax_embedding(l, W, 2)
   out = fn(logits)
-  assert out.vector.shape == (4, 2, 3) and out.indices.shape == (4, 2, 2)
+  chex.assert_shape(out, [(4, 2, 3), (4, 2, 2), (4, 2, 2)])  # vector, indices, weights
   _assert_transforms_agree(fn, logits)
   with pytest.raises(ValueError):
     relax.topk_softmax_embedding(LOGITS, W, 0)

@@ -184,3 +184,24 @@ def test_unusable_workdir(which, message, s2s, tmp_path, capsys):
   out = io.StringIO()
   rc = sample.main(["--workdir", str(workdir), "--input", "hi"], out=out)
   _one_line_error(capsys, rc, out.getvalue(), message)
+
+
+def test_readers_leave_a_writers_unfinished_checkpoint_alone(tmp_path):
+  """A trainer's checkpoint being written (orbax's ``<step>.orbax-checkpoint-tmp-*``
+  folder) is not cleaned up by a reader that opens the run: ``vedgan.sample`` /
+  ``vedgan.chat`` (``open_generator``) and ``vedgan.evaluate`` (``run_suites``) open
+  checkpoints read-only (a reader that cleaned it crashed the writer, issue 21)."""
+  from vedgan import eval_suites, sample  # pylint: disable=import-outside-toplevel
+
+  workdir = tmp_path / "run"
+  shutil.copytree(tiny_runs.seq2seq_chat_run(), workdir)
+  unfinished = workdir / "checkpoints" / "4.orbax-checkpoint-tmp-1764972000"
+  (unfinished / "state").mkdir(parents=True)
+  (unfinished / "state" / "partial").write_text("being written")
+  before = tiny_runs.snapshot(workdir)
+  gen = sample.open_generator(str(workdir))
+  gen.close()
+  eval_suites.run_suites(str(workdir), "likelihood", echo=None)
+  assert (unfinished / "state" / "partial").read_text() == "being written"
+  after = {p for p in tiny_runs.snapshot(workdir) if not p[0].startswith("eval/")}
+  assert after == set(before)

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import make_config
+from fakes import FakeTokenizer
 
 from vedgan import parallel, train
 from vedgan.decode import DecodeOptions
@@ -12,11 +13,7 @@ from vedgan.nn.seq2seq import Seq2Seq
 from vedgan.papers.seq2seq.algorithm import Seq2SeqObjective, build_seq2seq
 
 V = 40
-
-
-class _Tok:
-  pad_id, unk_id, bos_id, eos_id = 0, 1, 2, 3
-  vocab_size = V
+TOK = FakeTokenizer(vocab_size=V)
 
 
 def _batch(rng=0, b=4, s=7, t=6):
@@ -68,7 +65,7 @@ def test_unknown_attention_is_a_config_error():
 
 def _objective(**overrides):
   config = make_config(**overrides)
-  return Seq2SeqObjective(config, _Tok()), config
+  return Seq2SeqObjective(config, TOK), config
 
 
 def test_mle_step_is_the_token_mean_and_learns():
@@ -126,7 +123,7 @@ def test_generation_modes():
   np.testing.assert_array_equal(cold.tokens, greedy.tokens)
   for out in (greedy, beam, sample):
     toks = np.asarray(out.tokens)
-    assert not np.isin(toks, [_Tok.unk_id, _Tok.bos_id]).any()
+    assert not np.isin(toks, [TOK.unk_id, TOK.bos_id]).any()
   with pytest.raises(ConfigError, match="decoding mode"):
     gen(mode="nucleus")
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import REPO, make_config, restore_numpy_state
+from fakes import FakeTokenizer
 
 from vedgan import eval_suites, parallel, replay, steps, train
 from vedgan.decode import DecodeOptions
@@ -39,14 +40,7 @@ def _config(**overrides):
   return make_config("configs/topk_gan.py", "demo", **{**TINY, **overrides})
 
 
-class _Tok:
-  pad_id, unk_id, bos_id, eos_id = 0, 1, 2, 3
-  vocab_size = V
-  model_type = "word"
-  user_symbols = {"<eou>": 4, "<blank>": 5}
-
-  def id_to_piece(self, i):
-    return ["<pad>", "<unk>", "<s>", "</s>", "<eou>", "<blank>"][i] if i < 6 else f"w{i}"
+TOK = FakeTokenizer(vocab_size=V)  # word-level: id i > 5 is the word "w<i>"
 
 
 def _batch(seed=0, b=8, s=7, t=6):
@@ -66,7 +60,7 @@ def _batch(seed=0, b=8, s=7, t=6):
 
 
 def _objective(**overrides):
-  obj = TopKGANObjective(_config(**overrides), _Tok())
+  obj = TopKGANObjective(_config(**overrides), TOK)
   return obj, jax.jit(obj.init)(jax.random.key(0), _batch())
 
 
@@ -217,7 +211,7 @@ def test_generator_loss_gradient_reaches_the_output_layer_through_topk(tiny):
   assert float(jnp.abs(grads["generator"]["encoder"]["fwd_0"]["w_hidden"]).sum()) > 0
   # With k = 1 (the argmax's word vector, Eq. 7) nothing reaches the generator's
   # network: the top-k softmax is the only differentiable path from f_t to L_G.
-  obj1 = TopKGANObjective(_config(gan__topk=1), _Tok())
+  obj1 = TopKGANObjective(_config(gan__topk=1), TOK)
   g1 = jax.grad(lambda g: obj1.generator_adversarial_loss({**state.params, **g}, ctx)[0].sum())
   grads1 = jax.jit(g1)(g_group)
   for leaf in jax.tree.leaves(grads1["generator"]):
@@ -264,7 +258,7 @@ def test_word_vectors_initialise_w_from_a_file(tmp_path):
   path = tmp_path / "vectors.txt"
   vecs = {"w7": [1.0, 2.0, 3.0, 4.0], "w9": [-1.0, 0.5, 0.0, 2.0], "unused": [9, 9, 9, 9]}
   path.write_text("3 4\n" + "".join(f"{w} {' '.join(map(str, v))}\n" for w, v in vecs.items()))
-  obj = TopKGANObjective(_config(model__word_dim=4, model__word_vectors=str(path)), _Tok())
+  obj = TopKGANObjective(_config(model__word_dim=4, model__word_vectors=str(path)), TOK)
   w = np.asarray(obj.model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32),
                                 method=TopKDialogueGAN.embed)["params"]["words"])
   np.testing.assert_allclose(w[7], vecs["w7"])
@@ -272,7 +266,7 @@ def test_word_vectors_initialise_w_from_a_file(tmp_path):
   assert obj.word_coverage == pytest.approx(2 / V)
   assert np.all(np.isfinite(w)) and not np.allclose(w[8], 0)
   with pytest.raises(ConfigError, match="4-d vectors but model.word_dim=16"):
-    TopKGANObjective(_config(model__word_vectors=str(path)), _Tok())
+    TopKGANObjective(_config(model__word_vectors=str(path)), TOK)
 
 
 # -- step functions ------------------------------------------------------------------------
@@ -310,7 +304,7 @@ def test_refill_and_discriminator_steps(tiny):
 
 def test_step_specs_train_the_networks_of_algorithm_1():
   """W is shared: each network spans it, so each keeps its own Adam state over it."""
-  obj = TopKGANObjective(_config(), _Tok())
+  obj = TopKGANObjective(_config(), TOK)
   assert obj.NETWORKS == {"generator": ("words", "generator"),
                           "discriminator": ("words", "discriminator")}
   specs = obj.steps()
@@ -323,7 +317,7 @@ def test_step_specs_train_the_networks_of_algorithm_1():
 
 
 def test_learning_rates_decay_per_iteration_and_scale_the_adversarial_step():
-  obj = TopKGANObjective(make_config("configs/topk_gan.py", "paper"), _Tok())
+  obj = TopKGANObjective(make_config("configs/topk_gan.py", "paper"), TOK)
   stage = obj.config.stages.adversarial
   plan = Plan.from_config(obj.config)
   span = plan.spans[-1]
@@ -369,16 +363,16 @@ def test_paper_config_follows_section_4():
 
 def test_recipe_errors_are_one_line():
   with pytest.raises(ConfigError, match=r"stages.d_pretrain runs 'dstep' before any 'refill'"):
-    TopKGANObjective(_config(stages__fill__num_steps=0), _Tok())
+    TopKGANObjective(_config(stages__fill__num_steps=0), TOK)
   with pytest.raises(ConfigError, match="even number per device"):
-    TopKGANObjective(_config(train__batch_size=7 * jax.device_count()), _Tok())
+    TopKGANObjective(_config(train__batch_size=7 * jax.device_count()), TOK)
   with pytest.raises(ConfigError, match="replay_capacity"):
-    TopKGANObjective(_config(gan__replay_capacity=4), _Tok())
+    TopKGANObjective(_config(gan__replay_capacity=4), TOK)
   with pytest.raises(ConfigError, match="unknown variant"):
     make_config("configs/topk_gan.py", "nope")
   with pytest.raises(ConfigError, match="stages.d_pretrain runs 'gmle' but declares no "
                                         "gmle_lr_scale"):
-    TopKGANObjective(_config(stages__d_pretrain__step="dstep,gmle"), _Tok())
+    TopKGANObjective(_config(stages__d_pretrain__step="dstep,gmle"), TOK)
 
 
 def test_report_points_locate_table1_models():
@@ -452,7 +446,7 @@ def _e2e_scenario(workdir):
 def _in_subprocess(scenario, workdir):
   code = ("import sys; sys.path.insert(0, sys.argv[1]); import test_topk_gan as t; "
           f"t.{scenario}(sys.argv[2])")
-  env = dict(os.environ, JAX_PLATFORMS="cpu",  # XLA_FLAGS: conftest's cheap compile flags
+  env = dict(os.environ, JAX_PLATFORMS="cpu",  # inherits conftest's cheap compilation setting
              PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
   proc = subprocess.run([sys.executable, "-c", code, os.path.join(REPO, "tests"), str(workdir)],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)

@@ -1,7 +1,7 @@
 r"""Interactive multi-turn chat with a trained dialogue model.
 
   python -m vedgan.chat --workdir DIR [--mode greedy|sample|beam] [--temperature T] \
-      [--top_k K] [--beam_width W] [--seed S] [--emoji E]
+      [--top_k K] [--beam_width W] [--seed S] [--emoji E] [--checkpoint latest|best|STEP]
 
 Opens the run read-only (as ``python -m vedgan.sample`` does) and answers each
 line typed at the ``you>`` prompt with a ``bot>`` line. The conversation is
@@ -144,7 +144,8 @@ def build_parser():
 def open_chat(args, write: Callable[[str], None] = print) -> Chat:
   """Loads ``args.workdir`` and returns a ready :class:`Chat` (one-line errors)."""
   sample_lib.check_decode_args(args)
-  gen = sample_lib.open_generator(args.workdir)
+  chosen = {} if args.checkpoint == "latest" else {"checkpoint": args.checkpoint}
+  gen = sample_lib.open_generator(args.workdir, **chosen)
   try:
     if gen.kind != "dialogue":
       raise ConfigError(f"objective {gen.objective_name!r} is unconditional (it has no "

@@ -29,11 +29,18 @@ from vedgan.errors import CheckpointError
 class Checkpointer:
   """``save``/``restore`` of ``(state, meta)`` under ``directory``."""
 
-  def __init__(self, directory: str, max_to_keep: int = 2):
+  def __init__(self, directory: str, max_to_keep: int = 2, read_only: bool = False):
+    """``read_only``: for readers of a run (evaluation, sampling): nothing is created,
+    cleaned up, saved or deleted in ``directory``."""
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           cleanup_tmp_directories=True,
-                                           temporary_path_class=_fault_path_class())
+    self.read_only = read_only
+    if read_only:  # (not orbax's read_only option: it logs a warning on every open)
+      options = ocp.CheckpointManagerOptions(max_to_keep=None, create=False,
+                                             cleanup_tmp_directories=False)
+    else:
+      options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             cleanup_tmp_directories=True,
+                                             temporary_path_class=_fault_path_class())
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("state", "meta"))
 
@@ -42,6 +49,8 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, meta: dict) -> None:
     """Starts an (asynchronous) save; a save at an existing step is skipped."""
+    if self.read_only:
+      raise AssertionError(f"{self.directory} was opened read-only")
     if step in self.manager.all_steps():
       return
     try:

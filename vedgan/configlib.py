@@ -86,6 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
                                       # "skip": drop the step (data and schedules move on)
   c.train.max_consecutive_skips = 20  # "skip": stop after this many non-finite steps in a row
   c.train.steps_per_call = 1          # train steps per jitted call (lax.scan over K batches)
+  c.train.select_by = ""              # validation metric that picks checkpoints/best ("" = off)
+  c.train.select_mode = "min"         # "min": lower select_by is better; "max": higher
+  c.train.patience = 0                # stop after N evaluations without improvement; 0 = never
 
   c.decode = ml_collections.ConfigDict()
   c.decode.mode = "greedy"            # greedy | sample | beam
@@ -192,6 +195,12 @@ def validate(config, step_names) -> None:
        lambda v: int(v) >= 1, "must be >= 1"),
       ("train.steps_per_call", config.train.steps_per_call, lambda v: int(v) >= 1,
        "must be >= 1; 1 runs one step per jitted call"),
+      ("train.select_by", config.train.select_by, lambda v: isinstance(v, str),
+       "must be a validation metric name, or '' for no model selection"),
+      ("train.select_mode", config.train.select_mode, lambda v: v in ("min", "max"),
+       "must be 'min' or 'max'"),
+      ("train.patience", config.train.patience, lambda v: int(v) >= 0,
+       "must be >= 0; 0 never stops early"),
   ]
   for name, value, ok, *rule in checks:
     try:
@@ -202,6 +211,9 @@ def validate(config, step_names) -> None:
       why = rule[0] if rule else "see vedgan/configlib.py"
       raise ConfigError(f"config.{name}={value!r} is out of range ({why}); "
                         f"set --config.{name} to a valid value")
+  if int(config.train.patience) > 0 and not str(config.train.select_by).strip():
+    raise ConfigError(f"config.train.patience={config.train.patience} needs the validation "
+                      "metric it watches; set --config.train.select_by=nll for example")
   _check_dropout(config, "")
   buckets = tuple(config.data.buckets)
   if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 1:

@@ -1,7 +1,7 @@
 """Evaluation suites of a trained run: the logic behind ``python -m vedgan.evaluate``.
 
 :func:`run_suites` opens a run directory read-only (its ``config.json``,
-tokenizer and latest checkpoint), runs the requested suites and writes one
+tokenizer and latest, best or chosen checkpoint), runs the requested suites and writes one
 JSON file per suite, plus plots, into ``WORKDIR/eval/``::
 
     from vedgan import eval_suites
@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable, Sequence
 import jax
 import numpy as np
 
-from vedgan import configlib, metrics, parallel
+from vedgan import configlib, metrics, parallel, selection
 from vedgan.data.tokenizer import content_ids
 from vedgan.metrics import text as text_lib
 from vedgan.errors import CheckpointError, ConfigError, DataError, VedganError
@@ -86,6 +86,8 @@ class EvalOptions:
       plotted; -1 = the context with the most distinct responses.
     compare_workdirs: further run directories that multi-run suites (latent_gan_fig3,
       latent_gan_fig4, latent_gan_table2) compare with ``workdir``.
+    checkpoint: the weights evaluated, in every run opened: ``"latest"``, ``"best"``
+      (``checkpoints/best``, kept by ``train.select_by``) or a step number.
   """
   split: str = "validation"
   num_samples: int = 0
@@ -102,6 +104,7 @@ class EvalOptions:
   batch_size: int = 0
   plot_context: int = -1
   compare_workdirs: tuple[str, ...] = ()
+  checkpoint: str = "latest"
 
 
 @dataclasses.dataclass
@@ -185,6 +188,7 @@ def _check_options(opts: EvalOptions, suites: Sequence[str]) -> None:
   """One-line errors for option values no evaluation could use."""
   if not str(opts.split).strip():
     raise ConfigError("--split is empty; e.g. --split validation")
+  selection.check_choice(opts.checkpoint)
   if int(opts.num_samples) < 0:
     raise ConfigError(f"--num_samples={opts.num_samples} must be >= 0 (0 = the whole split)")
   if opts.decode_mode is not None and opts.decode_mode not in DECODE_MODES:
@@ -410,7 +414,8 @@ def _is_dialogue_run(trainer) -> bool:
 
 
 def open_run(workdir: str, options: EvalOptions, decoding: bool = True) -> EvalRun:
-  """Loads config, tokenizer, data and the latest checkpoint without writing anything.
+  """Loads config, tokenizer, data and the checkpoint ``options.checkpoint`` names
+  (latest, best or a step) without writing anything.
 
   ``decoding=False`` (only the likelihood suite) skips what decoding needs, so
   the likelihood of any objective can be evaluated.
@@ -418,6 +423,7 @@ def open_run(workdir: str, options: EvalOptions, decoding: bool = True) -> EvalR
   workdir, config = load_run_config(workdir)
   if not has_checkpoint(workdir):
     raise _no_checkpoint(workdir)
+  chosen = selection.resolve_checkpoint(workdir, options.checkpoint)  # None: the latest
   # Imported here so that the argument checks above answer without loading the stack.
   from vedgan import train  # pylint: disable=import-outside-toplevel
   from vedgan.data import inputs as inputs_lib  # pylint: disable=import-outside-toplevel
@@ -425,7 +431,7 @@ def open_run(workdir: str, options: EvalOptions, decoding: bool = True) -> EvalR
 
   config.train.eval_batches = 0  # likelihood over the whole split
   trainer = train.Trainer(config, workdir)
-  trainer.setup(write=False)
+  trainer.setup(write=False, restore=chosen)
   try:
     if trainer.checkpointer.latest_step() is None:
       raise _no_checkpoint(workdir)
@@ -514,7 +520,8 @@ def _write_json(path: str, obj: Any) -> None:
 
 def run_suites(workdir: str, suites: str | Iterable[str] = DEFAULT_SUITES,
                echo: Callable[[str], Any] | None = print, **options) -> dict[str, dict]:
-  """Evaluates the latest checkpoint of ``workdir``; writes ``workdir/eval/<suite>.json``.
+  """Evaluates a checkpoint of ``workdir`` (``checkpoint=``: latest, best or a step); writes
+  ``workdir/eval/<suite>.json``.
 
   Args:
     workdir: a run directory written by ``python -m vedgan.main``.
@@ -551,6 +558,7 @@ def run_suites(workdir: str, suites: str | Iterable[str] = DEFAULT_SUITES,
       res = _SUITES[name](run)
       summary = f"{name} [{run.split}, step {run.step}]: {res.summary}"
       record = {"suite": name, "step": run.step, "split": run.split,
+                "checkpoint": selection.check_choice(opts.checkpoint),
                 "objective": run.config.objective, "workdir": run.workdir,
                 "values": res.values,
                 "results": {k: r.to_dict() for k, r in res.results.items()},

@@ -1,6 +1,7 @@
-r"""Evaluates a trained run's latest checkpoint.
+r"""Evaluates a checkpoint of a trained run (the latest unless ``--checkpoint`` says otherwise).
 
   python -m vedgan.evaluate --workdir /tmp/run [--suite likelihood,bleu,diversity] \
+      [--checkpoint latest|best|STEP] \
       [--split validation] [--num_samples 0] [--decode_mode greedy|sample|beam] \
       [--temperature T] [--beam_width K] [--temperatures 0,0.1,...,1] \
       [--word_vectors glove.txt] [--max_n 4]
@@ -48,6 +49,8 @@ flags.DEFINE_integer("plot_context", -1, "collaborative_ved_fig3: the validation
                      "context is plotted; -1 = the one with the most distinct responses.")
 flags.DEFINE_list("compare_workdirs", [], "Further run directories compared with --workdir "
                   "by multi-run suites (latent_gan_fig3, latent_gan_fig4, latent_gan_table2).")
+flags.DEFINE_string("checkpoint", "latest", "The weights evaluated: latest, best (the "
+                    "checkpoint kept by --config.train.select_by) or a step number.")
 flags.DEFINE_bool("debug_errors", False, "Show full tracebacks for user errors.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -71,7 +74,7 @@ def main(argv):
         length_penalty=FLAGS.length_penalty, temperatures=_temperatures(FLAGS.temperatures),
         word_vectors=FLAGS.word_vectors, max_n=FLAGS.max_n, tokenization=FLAGS.tokenization,
         seed=FLAGS.seed, batch_size=FLAGS.batch_size, plot_context=FLAGS.plot_context,
-        compare_workdirs=tuple(FLAGS.compare_workdirs))
+        compare_workdirs=tuple(FLAGS.compare_workdirs), checkpoint=FLAGS.checkpoint)
   except (VedganError, FileNotFoundError, PermissionError) as e:
     if FLAGS.debug_errors:
       raise

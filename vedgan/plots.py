@@ -14,7 +14,10 @@ What is drawn (all by :func:`stage_end`):
 Panels name their series by the scalar names the objectives log. A series is
 ``"name"`` (the train split), ``"validation/name"``, or a difference of two
 scalars of one split, ``"reward_gen - reward_gold"`` (matched by step), optionally
-preceded by a legend label, ``"advantage R-r = reward_gen - reward_gold"``. Series
+preceded by a legend label, ``"advantage R-r = reward_gen - reward_gold"``. A train
+series that several step functions log (train rows name theirs, ``step_name``: the
+AE and CVAE phases of a cycle, a GAN's discriminator and generator steps) is drawn
+as one curve per step function, ``"loss [ae]"``, ``"loss [cvae]"``. Series
 the run did not log are left out, panels without any series are dropped, and a
 group without panels writes no file, so one declaration serves every variant of
 an objective.
@@ -58,6 +61,9 @@ from typing import Any, Iterable, Sequence
 
 from vedgan.writers import read_metrics
 
+# The field of a train row naming its step function (vedgan.steps.STEP_NAME_FIELD).
+STEP_NAME = "step_name"
+
 # Scalars that are bookkeeping, not curves worth a panel of their own.
 _NOT_CURVES = ("tokens", "examples", "tokens_per_sec", "learning_rate")
 
@@ -94,8 +100,10 @@ def _label(spec: str) -> tuple[str, str]:
   return spec.strip(), spec.strip()
 
 
-def series_points(rows: Sequence[dict], spec: str) -> tuple[list[int], list[float]]:
-  """``(steps, values)`` of one series spec over ``metrics.jsonl`` rows (empty if not logged).
+def series_points(rows: Sequence[dict], spec: str,
+                  step_name: str | None = None) -> tuple[list[int], list[float]]:
+  """``(steps, values)`` of one series spec over ``metrics.jsonl`` rows (empty if not logged);
+  ``step_name``: only the train rows of that step function (``STEP_NAME`` field).
 
   >>> rows = [{"step": 2, "split": "train", "a": 3.0, "b": 1.0},
   ...         {"step": 4, "split": "train", "a": 5.0}]
@@ -109,6 +117,8 @@ def series_points(rows: Sequence[dict], spec: str) -> tuple[list[int], list[floa
   xs, ys = [], []
   for row in rows:
     if row.get("split") != split:
+      continue
+    if step_name is not None and row.get(STEP_NAME) != step_name:
       continue
     values = [row.get(n) for n in names]
     if not all(isinstance(v, (int, float)) for v in values):
@@ -149,14 +159,32 @@ def _grid_margins(fig, n_rows: int, n_cols: int) -> None:
                       hspace=0.9 / (height / n_rows))
 
 
+def series_step_names(rows: Sequence[dict], spec: str) -> list[str]:
+  """The step functions (``STEP_NAME`` of train rows) that logged series ``spec``, in the
+  order they first did; empty for validation series and runs logged before the field.
+
+  >>> rows = [{"step": 2, "split": "train", "step_name": "disc", "loss": 1.0},
+  ...         {"step": 2, "split": "train", "step_name": "gen", "loss": 3.0}]
+  >>> series_step_names(rows, "loss"), series_points(rows, "loss", "gen")
+  (['disc', 'gen'], ([2], [3.0]))
+  """
+  names = [r[STEP_NAME] for r in rows if isinstance(r.get(STEP_NAME), str)]
+  return [n for n in dict.fromkeys(names) if series_points(rows, spec, n)[0]]
+
+
 def _draw(ax, rows, specs, style: str, colors) -> list:
+  """Each spec as a curve; a train series logged by several step functions (a cycle's
+  phases, a GAN's D and G steps) as one curve per step function, ``"label [step]"``."""
   handles = []
   for spec in specs:
-    xs, ys = series_points(rows, spec)
-    if xs:
-      marker = "." if len(xs) < 30 else None
-      handles += ax.plot(xs, ys, style, marker=marker, label=_label(spec)[0],
-                         color=next(colors))
+    step_names = series_step_names(rows, spec)
+    parts = ([(n, f"{_label(spec)[0]} [{n}]") for n in step_names] if len(step_names) > 1
+             else [(None, _label(spec)[0])])
+    for step_name, label in parts:
+      xs, ys = series_points(rows, spec, step_name)
+      if xs:
+        marker = "." if len(xs) < 30 else None
+        handles += ax.plot(xs, ys, style, marker=marker, label=label, color=next(colors))
   return handles
 
 

@@ -325,3 +325,36 @@ def build_update(spec: Step, name: str, span, plan, networks: dict[str, tuple[st
                          extra=extra), out
 
   return step
+
+
+#: the field of a ``metrics.jsonl`` train row naming the step function that produced it.
+STEP_NAME_FIELD = "step_name"
+
+
+def rows_by_step(rows: list[dict], count_skipped: bool = False) -> list[tuple[str, dict]]:
+  """One train row per step function: ``[(step name, scalars)]`` of a logging window.
+
+  ``rows``: the driver's per-step host rows ``{"name", "metrics", "ok", ...}`` of one
+  window, which in a cycle (``"ae*N,cvae*N"``, ``"disc*5,gen*1"``) mixes step
+  functions. Each step function's applied (``ok``) steps are averaged on their own,
+  so that a ``loss`` of one step is never averaged with another's; with
+  ``count_skipped``, ``skipped_nonfinite`` counts that step function's skipped steps.
+  Step functions in the order they first ran in the window.
+
+  >>> rows = [{"name": "ae", "ok": True, "metrics": {"loss": 1.0}},
+  ...         {"name": "cvae", "ok": True, "metrics": {"loss": 5.0}},
+  ...         {"name": "ae", "ok": True, "metrics": {"loss": 3.0}}]
+  >>> rows_by_step(rows)
+  [('ae', {'loss': 2.0}), ('cvae', {'loss': 5.0})]
+  """
+  out = []
+  for name in dict.fromkeys(r["name"] for r in rows):
+    mine = [r for r in rows if r["name"] == name]
+    good = [r["metrics"] for r in mine if r["ok"]]
+    keys = sorted({k for m in good for k in m})
+    scalars = {k: float(sum(m[k] for m in good if k in m) / sum(1 for m in good if k in m))
+               for k in keys}
+    if count_skipped:
+      scalars["skipped_nonfinite"] = float(sum(not r["ok"] for r in mine))
+    out.append((name, scalars))
+  return out

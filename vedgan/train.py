@@ -31,6 +31,7 @@ Workdir layout::
   config.json        the config the run was started with (checked on resume)
   tokenizer/         the run's tokenizer
   checkpoints/<step> orbax checkpoints (state + meta)
+  checkpoints/best/<step>, selection.json  the best by train.select_by (vedgan/selection.py)
   metrics.jsonl      one JSON object per line: step, stage, split, scalars
   samples.jsonl      generated responses to validation contexts
   tensorboard/       TensorBoard event files
@@ -53,13 +54,13 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from vedgan import configlib, parallel, plots, steps as steps_lib
+from vedgan import configlib, parallel, plots, selection as selection_lib, steps as steps_lib
 from vedgan.checkpoint import Checkpointer, write_json_atomic
 from vedgan.data import inputs as inputs_lib
 from vedgan.errors import CheckpointError, ConfigError, VedganError
 from vedgan.objective import get_objective_class
 from vedgan.plan import Plan, StageSpan
-from vedgan.writers import MetricWriter, read_metrics
+from vedgan.writers import MetricWriter
 
 
 class _StopFlag:
@@ -144,12 +145,14 @@ class Trainer:
     self.config_dict = json.loads(config.to_json())  # tuples -> lists, as saved
     check_compatible(self.config_dict, workdir)
     self.is_chief = jax.process_index() == 0
+    self.selection = selection_lib.Selection.from_config(config)  # None: no model selection
 
   # -- setup --------------------------------------------------------------------
-  def setup(self, write: bool = True) -> None:
+  def setup(self, write: bool = True, restore: tuple[str, int] | None = None) -> None:
     """Builds data, objective and state, restoring the latest checkpoint if any.
 
-    ``write=False`` (evaluation of a finished run) leaves the workdir's files alone.
+    ``write=False`` (evaluation of a finished run) leaves the workdir's files alone; it may
+    ``restore`` another ``(directory, step)`` (:func:`vedgan.selection.resolve_checkpoint`).
     """
     config = self.config
     self.inputs, tokenizer_is_new = self.objective_cls.make_inputs(config, self.workdir)
@@ -168,17 +171,21 @@ class Trainer:
     init = jax.jit(self.objective.init, out_shardings=parallel.replicated(self.mesh))
     self.state = init(jax.random.key(int(config.seed)), example)
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"),
-                                     int(config.train.max_checkpoints))
-    self.step = 0
-    latest = self.checkpointer.latest_step()
+                                     int(config.train.max_checkpoints), read_only=not write)
+    self.step, self.best_checkpointer = 0, None
+    source, latest = self.checkpointer, self.checkpointer.latest_step()
+    if restore is not None and not write:  # a reader's --checkpoint best|<step>
+      source = self.best_checkpointer = Checkpointer(restore[0], read_only=True)
+      latest = int(restore[1])
     if latest is not None:
       if tokenizer_is_new:
         raise CheckpointError(f"--workdir {self.workdir} has checkpoints but no tokenizer/; "
                               "the run cannot be resumed; use a new --workdir")
-      if self.checkpointer.read_meta(latest).get("tokenizer_fingerprint") != tok.fingerprint:
+      if source.read_meta(latest).get("tokenizer_fingerprint") != tok.fingerprint:
         raise CheckpointError(f"the tokenizer in {self.workdir}/tokenizer does not match the one "
                               "the checkpoint was trained with; restore it or use a new --workdir")
-      self.state, meta = self.checkpointer.restore(latest, self.state)
+      self.state, meta = source.restore(latest, self.state)
+      selection_lib.restore(self, meta, f"{source.directory}/{latest}")  # best so far
       self.step = int(meta["step"])
       self.inputs.set_state(meta["data_state"])
       if write:
@@ -261,12 +268,14 @@ class Trainer:
       stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
       self.state, out = self.step_fn(span, name, len(batches))(
           self.state, shard_stacked_batch(stacked, self.mesh))
-      return [{"step": self.step, "stage": span.name, "n": len(batches), "out": out}]
+      return [{"step": self.step, "stage": span.name, "name": name, "n": len(batches),
+               "out": out}]
     entries = []
     fn = self.step_fn(span, name)
     for i, batch in enumerate(batches):
       self.state, out = fn(self.state, parallel.shard_batch(batch, self.mesh))
-      entries.append({"step": self.step + i, "stage": span.name, "n": 0, "out": out})
+      entries.append({"step": self.step + i, "stage": span.name, "name": name, "n": 0,
+                      "out": out})
     return entries
 
   def _checked_rows(self, pending: list[dict]) -> list[dict]:
@@ -280,7 +289,8 @@ class Trainer:
       rows = []
       for i in range(max(entry["n"], 1)):
         pick = (lambda x, i=i: np.asarray(x)[i]) if entry["n"] else np.asarray
-        row = {"step": entry["step"] + i + 1, "stage": entry["stage"], "ok": bool(pick(
+        row = {"step": entry["step"] + i + 1, "stage": entry["stage"], "name": entry["name"],
+               "ok": bool(pick(
             guard["ok"])), "metrics": {k: float(pick(v)) for k, v in metrics.items()}}
         if not row["ok"]:
           finite = pick(guard["finite"])
@@ -330,6 +340,7 @@ class Trainer:
 
   def eval_and_log(self, span: StageSpan) -> dict[str, float]:
     results = self.evaluate()
+    selection_lib.check(self, results)  # an unknown train.select_by: one line, before writes
     self.writer.scalars(self.step, span.name, "validation", results)
     shown = " ".join(f"{k} {v:.4g}" for k, v in results.items())
     self._print(f"[step {self.step} | {span.name}] validation: {shown}")
@@ -337,16 +348,20 @@ class Trainer:
     self.writer.samples(self.step, span.name, samples)
     for context, response in samples:
       self._print(f"    {context!r} -> {response!r}")
+    selection_lib.record(self, span.name, results)  # best checkpoint, row, selection.json
     return results
 
   def _print(self, text: str) -> None:
     if self.is_chief:
       tqdm.write(text, file=sys.stdout)
 
+  def checkpoint_meta(self) -> dict[str, Any]:
+    return {"step": self.step, "data_state": self.inputs.get_state(),
+            "tokenizer_fingerprint": self.inputs.tokenizer.fingerprint,
+            **selection_lib.meta(self)}
+
   def save(self) -> None:
-    meta = {"step": self.step, "data_state": self.inputs.get_state(),
-            "tokenizer_fingerprint": self.inputs.tokenizer.fingerprint}
-    self.checkpointer.save(self.step, self.state, meta)
+    self.checkpointer.save(self.step, self.state, self.checkpoint_meta())
 
   # -- the loop -----------------------------------------------------------------
   def train(self, stop: "_StopFlag | None" = None) -> dict[str, Any]:
@@ -362,9 +377,10 @@ class Trainer:
     pending: list[dict] = []  # per call: outputs still on the devices, then host rows
     tokens, t0 = 0.0, time.perf_counter()
     stopped = False
+    early = selection_lib.stops_early(self)  # at step 0, or resumed after an early stop
     per_call = int(cfg.steps_per_call)
     with (contextlib.nullcontext(stop) if stop is not None else _StopFlag()) as stop:
-      while self.step < self.total_steps:
+      while self.step < self.total_steps and not early:
         span = self.plan.span_at(self.step)
         name = span.step_name(self.step)
         stream = self._stream(name)
@@ -376,13 +392,13 @@ class Trainer:
         stage_end = self.step == span.end
         if self.step % cfg.log_every == 0 or stage_end:
           rows = self._checked_rows(pending)  # waits for the steps to finish
-          scalars = _average([r["metrics"] for r in rows if r["ok"]])
-          if cfg.nonfinite == "skip":
-            scalars["skipped_nonfinite"] = float(sum(not r["ok"] for r in rows))
           elapsed = time.perf_counter() - t0
-          scalars["tokens_per_sec"] = tokens / max(elapsed, 1e-9)
-          _check_finite(scalars, self.step, span.name)
-          self.writer.scalars(self.step, span.name, "train", scalars)
+          # one row per step function of the window (a cycle's phases are not averaged)
+          for step_name, scalars in steps_lib.rows_by_step(rows, cfg.nonfinite == "skip"):
+            scalars["tokens_per_sec"] = tokens / max(elapsed, 1e-9)
+            _check_finite(scalars, self.step, span.name)
+            self.writer.scalars(self.step, span.name, "train", scalars,
+                                tags={steps_lib.STEP_NAME_FIELD: step_name})
           bar.set_description(span.name)
           bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.4f}",
                           tok_s=f"{scalars['tokens_per_sec']:.0f}")
@@ -391,28 +407,34 @@ class Trainer:
           t_eval = time.perf_counter()
           last_eval = self.eval_and_log(span)
           t0 += time.perf_counter() - t_eval  # evaluation time is not training throughput
+          early = selection_lib.stops_early(self)  # train.patience evaluations, no improvement
         stopping = stop.requested
         if jax.process_count() > 1:  # every process must stop (and save) at the same step
           stopping = (self.step % cfg.log_every == 0 or stage_end) and _any_process(stopping)
-        if self.step % cfg.checkpoint_every == 0 or stage_end or stopping:
+        if self.step % cfg.checkpoint_every == 0 or stage_end or stopping or early:
           self._checked_rows(pending)  # a skipped step under "stop" ends the run unsaved
           self.save()
         if stage_end and self.is_chief:
           plots.stage_end(self.workdir, self.objective, self.state, self.inputs, span.name,
                           self.writer, self.step)
+        if early:
+          break
         if stopping and self.step < self.total_steps:
           self._print(f"SIGTERM: checkpoint saved at step {self.step}; rerun the same command "
                       "to resume")
           stopped = True
           break
     bar.close()
+    if early:
+      self._print(self.selection.stop_message(self.step))
     self.checkpointer.wait()
     self.writer.flush()
-    return {"step": self.step, "stopped": stopped, "validation": last_eval}
+    return {"step": self.step, "stopped": stopped, "validation": last_eval,
+            **selection_lib.result(self, early)}
 
   def close(self) -> None:
     """Finishes pending checkpoint writes and closes the logs (also after a failed setup)."""
-    for part in ("checkpointer", "writer"):
+    for part in ("checkpointer", "best_checkpointer", "writer"):
       if getattr(self, part, None) is not None:
         getattr(self, part).close()
 
@@ -449,11 +471,6 @@ def _any_process(flag: bool) -> bool:
   """Whether ``flag`` is set in any process (a collective: every process must call it)."""
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
-
-
-def _average(rows: list[dict]) -> dict[str, float]:
-  keys = {k for r in rows for k in r}
-  return {k: float(np.mean([np.asarray(r[k]) for r in rows if k in r])) for k in sorted(keys)}
 
 
 def _row_step(line: str) -> float:
@@ -541,7 +558,7 @@ def _check_finite(scalars: dict[str, float], step: int, stage: str) -> None:
 def run(config, workdir: str) -> dict[str, Any]:
   """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint).
 
-  Returns ``{"step", "stopped", "validation": {...}}``.
+  Returns ``{"step", "stopped", "validation": {...}}`` (+ ``"selection"`` with select_by).
   """
   workdir = check_workdir(workdir)
   trainer = Trainer(config, workdir)

@@ -1,6 +1,8 @@
 """Where results go: ``metrics.jsonl``, ``samples.jsonl`` and TensorBoard, in the workdir.
 
-``metrics.jsonl`` holds one JSON object per line: ``{"step", "stage", "split", <scalars>}``.
+``metrics.jsonl`` holds one JSON object per line: ``{"step", "stage", "split", <scalars>}``;
+train rows also name the step function that produced them (``"step_name"``: a logging
+window of a cycle such as ``"ae*N,cvae*N"`` writes one row per step function).
 TensorBoard (``WORKDIR/tensorboard``, through tensorboardX) gets the same scalars as
 ``<split>/<name>``, the samples of each evaluation as a markdown table (text tag
 ``samples``: ``| # | context | response |``) and the stage-end PNGs of
@@ -28,10 +30,12 @@ class MetricWriter:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-  def scalars(self, step: int, stage: str, split: str, values: dict[str, Any]) -> None:
+  def scalars(self, step: int, stage: str, split: str, values: dict[str, Any],
+              tags: dict[str, str] | None = None) -> None:
+    """Appends one row; ``tags``: string fields of the row (a train row's ``step_name``)."""
     if not self.enabled:
       return
-    row = {"step": int(step), "stage": stage, "split": split}
+    row = {"step": int(step), "stage": stage, "split": split, **(tags or {})}
     for k, v in values.items():
       v = float(np.asarray(v))
       row[k] = v if math.isfinite(v) else str(v)

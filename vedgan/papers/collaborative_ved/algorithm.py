@@ -29,11 +29,17 @@ One objective, three model kinds (``config.model.latent``)::
 At test time ``z = g(eps)``, ``eps ~ p(eps|c)`` (VHRED: ``z ~ p(z|c)``).
 Batches (:mod:`vedgan.papers.collaborative_ved.data`): ``turns[B, T, L]``
 (oldest first), ``num_turns[B]``, ``response_in/out[B, Lr]``, ``weight[B]``.
-Evaluation (Table 1): ``perplexity`` (exp of the per-token reconstruction NLL,
-``z`` from the posterior), ``kl`` (per response), ``nll_bound`` (NLL + KL per
-response), and the collapse diagnostics ``active_units``,
-``mutual_information``, ``kl_max_dim``. Tables 1-2 and Fig. 3 of a finished
-run: :mod:`vedgan.papers.collaborative_ved.report`.
+Evaluation (Table 1): ``perplexity`` (= ``recon_perplexity``: exp of the
+per-token reconstruction NLL, ``z`` from the posterior -- reconstruction-only, no
+KL, not a bound on the model's likelihood), ``kl`` (per response), ``nll_bound``
+(-ELBO per response: NLL + KL), ``elbo_nll_per_token`` / ``elbo_perplexity``, and
+the collapse diagnostics ``active_units``, ``mutual_information``, ``kl_max_dim``.
+:meth:`CollaborativeVED.iw_step` adds the importance-weighted bound on
+``-log p(x | c)`` with ``K = likelihood.iw_samples`` posterior draws (``iw_nll``,
+``iw_nll_per_token``, ``iw_perplexity``; ``mc_elbo_*`` the ELBO of the same draws):
+the model scored is the test-time one, ``eps ~ p(eps|c)``, ``z = g(eps)`` (VHRED:
+``z ~ p(z|c)``), ``q`` the posterior as proposal. Tables 1-2 and Fig. 3 of a
+finished run: :mod:`vedgan.papers.collaborative_ved.report`.
 """
 from __future__ import annotations
 
@@ -48,6 +54,7 @@ from absl import logging
 from vedgan import decode, losses, parallel, schedules
 from vedgan.errors import ConfigError
 from vedgan.metrics import collapse
+from vedgan.metrics import likelihood
 from vedgan.metrics.likelihood import token_nll
 from vedgan.nn.hred import HRED, LatentNets
 from vedgan.objective import Generation, Objective, register
@@ -57,6 +64,7 @@ from vedgan.plots import Panel
 from vedgan.steps import Step, Weighted
 
 LATENT_KINDS = ("none", "vhred", "co")
+IW_SALT = 8  # the importance-weighted bound's key: state.step_key(IW_SALT), per device
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -146,6 +154,8 @@ class CollaborativeVED(Objective):
     self.latent = LatentNets(latent_dim=m.latent_dim, hidden=m.estimator_hidden,
                              softplus_variance=self.kind == "co")
     self.ved = config.ved
+    if "likelihood" in config:  # checked now; a run saved before it existed lacks it
+      likelihood.iw_settings(config)
     self.plan = Plan.from_config(config)
     for span in self.plan.spans:
       if self.kind != "co" and {"ae", "cvae"} & set(span.step_names):
@@ -355,12 +365,16 @@ class CollaborativeVED(Objective):
             "mi": jnp.where(n > 0, mi * n, 0.0)}
 
   def summarize(self, sums):
-    """Table 1 scalars: ``perplexity``, ``kl``, ``nll_bound`` (+ diagnostics)."""
+    """Table 1 scalars: ``perplexity`` (reconstruction-only, also ``recon_perplexity``),
+    ``kl``, ``nll_bound`` (-ELBO per response), ``elbo_nll_per_token``,
+    ``elbo_perplexity`` (+ diagnostics)."""
     n = max(float(sums["examples"]), 1.0)
     tokens = max(float(sums["tokens"]), 1.0)
     nll, kl = float(sums["nll"]), float(sums["kl"])
-    out = {"perplexity": math.exp(min(nll / tokens, 50.0)), "kl": kl / n,
+    recon_ppl = math.exp(min(nll / tokens, 50.0))
+    out = {"perplexity": recon_ppl, "recon_perplexity": recon_ppl, "kl": kl / n,
            "nll_bound": (nll + kl) / n, "recon_nll": nll / n, "nll_per_token": nll / tokens,
+           "elbo_nll_per_token": (nll + kl) / tokens,
            "elbo_perplexity": math.exp(min((nll + kl) / tokens, 50.0)), "examples": n}
     if self.kind != "none":
       mean = np.asarray(sums["mean_sum"], np.float64) / n
@@ -369,6 +383,58 @@ class CollaborativeVED(Objective):
       out["mutual_information"] = float(sums["mi"]) / n
       out["kl_max_dim"] = float(np.max(np.asarray(sums["kl_dim"], np.float64) / n))
     return out
+
+  def iw_terms(self, params, batch, key, num_samples: int, chunk: int):
+    """Per-example ``[B]`` ``iw`` (the K-sample bound ``L_K <= log p(x | c)``, Burda et al.
+    2016), ``elbo`` (``mean_k log w_k`` of the same draws) and ``tokens``.
+
+    ``log w_k = log p(x | z_k, c) + log p(eps_k | c) - log q(eps_k | z~, c)`` with
+    ``eps_k ~ q`` and ``z_k = g(eps_k)`` (VHRED: ``z_k = eps_k``, ``q(z|x,c)``), so ``p`` is
+    the test-time prior of :meth:`generate`; no word drop-out. Draw ``k`` reads key ``k`` of
+    ``split(key, num_samples)`` (``eps_k = mu_q + exp(logvar_q / 2) N(0, I)`` ``[B, D]``),
+    ``chunk`` draws per decoder pass. HRED (no latent): the exact ``log p(x | c)``.
+    """
+    seq = {"params": params["seq"]}
+    c, h_x, z_tilde = self.hred.apply(seq, batch["turns"], batch["num_turns"],
+                                      batch["response_out"], method=_encode)
+    mask = _mask(batch["response_out"])
+
+    def log_px(z):  # [B, D] -> [B]
+      logits, _ = self.hred.apply(seq, c, z, batch["response_in"], False, method=_decode)
+      return -(token_nll(logits, batch["response_out"]) * mask).sum(-1)
+
+    if self.kind == "none":
+      exact = log_px(jnp.zeros((c.shape[0], self.config.model.latent_dim), c.dtype))
+      return {"iw": exact, "elbo": exact, "tokens": mask.sum(-1)}
+    lat = {"params": params["latent"]}
+    code = z_tilde if self.kind == "co" else h_x
+    (mu_p, lv_p), (mu_q, lv_q) = self.latent.apply(lat, code, c, method=_prior_posterior)
+
+    def draw(k):
+      eps = losses.gaussian_sample(k, mu_q, lv_q)
+      z = (self.latent.apply(lat, eps, method=LatentNets.generate) if self.kind == "co"
+           else eps)
+      return (log_px(z), likelihood.gaussian_log_density(eps, mu_p, lv_p),
+              likelihood.gaussian_log_density(eps, mu_q, lv_q))
+
+    lw = likelihood.chunked_samples(jax.vmap(draw), key, num_samples, chunk)
+    return {"iw": likelihood.importance_weighted_bound(*lw),
+            "elbo": likelihood.elbo_estimate(*lw), "tokens": mask.sum(-1)}
+
+  def iw_step(self, state, batch):
+    """Per-device sums of :meth:`iw_terms` with ``K = likelihood.iw_samples`` (padding rows
+    weigh 0): ``iw``, ``elbo`` (log-likelihood bounds), ``tokens``, ``examples``."""
+    k, chunk = likelihood.iw_settings(self.config)
+    key = parallel.device_rng(state.step_key(salt=IW_SALT))
+    t = self.iw_terms(state.params, batch, key, k, chunk)
+    w = batch["weight"]
+    return {"iw": (t["iw"] * w).sum(), "elbo": (t["elbo"] * w).sum(),
+            "tokens": (t["tokens"] * w).sum(), "examples": w.sum()}
+
+  def summarize_iw(self, sums):
+    """``iw_nll`` (per response), ``iw_nll_per_token``, ``iw_perplexity``, the same for
+    ``mc_elbo`` (the ELBO of the same draws), and ``iw_samples`` (K)."""
+    return likelihood.summarize_iw(sums, likelihood.iw_settings(self.config)[0])
 
   def stage_end_plots(self, state, inputs, stage: str, out_dir: str) -> list[str]:
     """``latent_kl_per_dim.png`` (KL and Var[E_q z] per latent dimension on

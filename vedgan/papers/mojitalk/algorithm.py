@@ -26,6 +26,12 @@ the converged base weights).
 Generation (supplement "Generation"): 5 prior samples ``z ~ p(z|c)`` decoded, the one the
 classifier rates most probable for the designated emoji returned
 (:meth:`MojiTalkNetworks.best_of`); the base model returns its single ``z = 0`` response.
+
+Likelihoods (:meth:`MojiTalkObjective.summarize`, :meth:`MojiTalkObjective.iw_step`): the
+CVAE's ``perplexity`` with ``z ~ q(z|x,c)`` is reconstruction-only (no KL, no bound);
+``elbo_perplexity`` and the importance-weighted ``iw_perplexity`` (Burda et al. 2016, K
+posterior draws, conditional prior ``p(z|c)``) are upper bounds on the perplexity of
+``p(x | c)``.
 """
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ import optax
 from vedgan import losses, parallel, schedules
 from vedgan.decode import DecodeOptions
 from vedgan.errors import ConfigError
+from vedgan.metrics import likelihood
 from vedgan.objective import Generation, Objective, register
 from vedgan.papers.mojitalk import data
 from vedgan.papers.mojitalk.networks import MojiTalkNetworks, mle_terms, response_tokens
@@ -53,6 +60,7 @@ LATENT_STEPS = ("cvae", "rl")             # after their first step the generator
 # Salts of a step's keys (``ctx.salted_key``): the pre-refactor
 # streams, so that a run draws the same numbers (the demo figures of docs/mojitalk.md).
 _DROPOUT, _Z, _GEN_Z, _GEN = 1, 2, 3, 4
+_IW = 5   # the importance-weighted bound's key: fold_in(key(seed), _IW), per device
 
 
 def _rows(x, w) -> Weighted:
@@ -124,6 +132,8 @@ class MojiTalkObjective(Objective):
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)
     self.net = MojiTalkNetworks(config, tokenizer)
+    if "likelihood" in config:  # checked now; a run saved before it existed lacks it
+      likelihood.iw_settings(config)
     plan = Plan.from_config(config)
     firsts = [s for s in (plan.first_step(n) for n in LATENT_STEPS) if s is not None]
     #: the global step of the first CVAE/RL step (None: the run never leaves the base).
@@ -287,7 +297,8 @@ class MojiTalkObjective(Objective):
     (``z = 0``) before any CVAE step, then the CVAE's reconstruction perplexity with
     ``z ~ q(z|x,c)`` (how the paper reports CVAE perplexity). ``prior_perplexity``
     (``z ~ p(z|c)``) and ``elbo_perplexity`` (``exp((rec + KL) / tokens)``, an upper
-    bound) are the stricter comparisons."""
+    bound; ``elbo_nll_per_token`` its log) are the stricter comparisons;
+    :meth:`iw_step` adds the importance-weighted bound."""
     s = {k: float(np.asarray(v)) for k, v in sums.items()}
     tokens, ex = max(s["tokens"], 1.0), max(s["examples"], 1.0)
     latent = s["latent"] > 0
@@ -297,6 +308,7 @@ class MojiTalkObjective(Objective):
            "rec_perplexity": ppl(s["rec"] / tokens),
            "prior_perplexity": ppl(s["prior_nll"] / tokens),
            "elbo_perplexity": ppl((s["rec"] + s["kl"]) / tokens),
+           "elbo_nll_per_token": (s["rec"] + s["kl"]) / tokens,
            "kl": s["kl"] / ex, "bow": s["bow"] / ex}
     for k in ("classifier_loss", "classifier_top1", "classifier_top5", "emoji_prob",
               "emoji_top1", "emoji_top5", "emoji_prob_single", "emoji_top1_single",
@@ -304,6 +316,31 @@ class MojiTalkObjective(Objective):
       out[k] = s[k] / ex
     out["examples"] = s["examples"]
     return out
+
+  def iw_step(self, state, batch):
+    """Per-device sums of the bounds on ``log p(x | c)`` of the current generator (padding
+    rows weigh 0): ``iw`` (``K = likelihood.iw_samples`` draws,
+    :meth:`MojiTalkNetworks.iw_terms`), ``elbo`` (the same draws' ELBO), ``tokens``,
+    ``examples``. Before any CVAE step (:meth:`is_latent`) the generator is the base model
+    (``z = 0``) and both are its exact ``log p(x | c)``."""
+    k, chunk = likelihood.iw_settings(self.config)
+    p, net, w = state.params, self.net, batch["weight"]
+    key = parallel.device_rng(jax.random.fold_in(jax.random.key(int(self.config.seed)), _IW))
+
+    def base():
+      exact = -net.base_terms(p, batch)[0]
+      return {"iw": exact, "elbo": exact}
+
+    t = jax.lax.cond(jnp.asarray(self.is_latent(state.step)),
+                     lambda: net.iw_terms(p, batch, key, k, chunk), base)
+    count = (batch["response_out"] != 0).sum(-1)   # the tokens mle_terms scores
+    f = lambda x: jnp.sum(x.astype(jnp.float32) * w)
+    return {"iw": f(t["iw"]), "elbo": f(t["elbo"]), "tokens": f(count), "examples": jnp.sum(w)}
+
+  def summarize_iw(self, sums):
+    """``iw_nll`` (per response), ``iw_nll_per_token``, ``iw_perplexity``, the same for
+    ``mc_elbo`` (the ELBO of the same draws), and ``iw_samples`` (K)."""
+    return likelihood.summarize_iw(sums, likelihood.iw_settings(self.config)[0])
 
   # -- generation -------------------------------------------------------------------
   def label_names(self):

@@ -25,6 +25,7 @@ import numpy as np
 from vedgan import decode, losses
 from vedgan.data.tokenizer import EOS_ID
 from vedgan.decode import DecodeOptions
+from vedgan.metrics import likelihood
 from vedgan.nn.cvae import CVAEHeads, EmojiVector
 from vedgan.nn.deepmoji import DeepMoji
 from vedgan.nn.seq2seq import Seq2Seq
@@ -173,6 +174,31 @@ class MojiTalkNetworks:
     return {"loss": rec + kl_weight * kl + bow_weight * bow, "rec": rec, "tokens": count,
             "kl": kl, "bow": bow, "z": z, "mean_q": mean_q, "logvar_q": logvar_q,
             "mean_p": mean_p, "logvar_p": logvar_p}
+
+  def iw_terms(self, params, batch, key, num_samples: int, chunk: int) -> dict:
+    """Per-example ``[B]`` ``iw`` (the K-sample bound ``L_K <= log p(x | c)``, Burda et al.
+    2016) and ``elbo`` (``mean_k log w_k`` of the same draws) of the CVAE (no dropout).
+
+    ``log w_k = log p(x | z_k, c) + log p(z_k | c) - log q(z_k | x, c)``, ``z_k ~ q``, with
+    the conditional prior network ``p(z | c)`` that generation samples from. Draw ``k``
+    reads key ``k`` of ``split(key, num_samples)`` (``z_k = mean_q + exp(logvar_q / 2)
+    N(0, I)`` ``[B, L]``), ``chunk`` draws per decoder pass.
+    """
+    memory, cond, e = self.condition(params, batch["context"], batch["label"])
+    mean_q, logvar_q = self.posterior(params, response_tokens(batch, self.eos), cond)
+    mean_p, logvar_p = self.prior(params, cond)
+
+    def draw(k):
+      z = losses.gaussian_sample(k, mean_q, logvar_q)
+      rec, _ = mle_terms(self.decode_logits(params, memory,
+                                            self.initial_state(params, memory, e, z),
+                                            batch["response_in"]), batch)
+      return (-rec, likelihood.gaussian_log_density(z, mean_p, logvar_p),
+              likelihood.gaussian_log_density(z, mean_q, logvar_q))
+
+    lw = likelihood.chunked_samples(jax.vmap(draw), key, num_samples, chunk)
+    return {"iw": likelihood.importance_weighted_bound(*lw),
+            "elbo": likelihood.elbo_estimate(*lw)}
 
   def sequence_log_probs(self, params, context, label, eps, tokens, latent_source="prior",
                          batch=None):

@@ -3,7 +3,14 @@
 * ``mojitalk_table2``: the paper's comparison of base seq2seq / CVAE / Reinforced CVAE
   in one run: the checkpoint at the end of each generator stage, every model scored by
   the run's final classifier (teacher-forced perplexities, BLEU, and how often the
-  designated emoji tops the classifier on the generated responses);
+  designated emoji tops the classifier on the generated responses). Perplexities, each
+  named for what it is: ``perplexity`` (the CVAE's reconstruction-only ``exp`` of
+  ``-log p(x|z,c)`` per token with ``z ~ q(z|x,c)``: no KL, not a bound; the base
+  model's exact one), ``prior_perplexity`` (one ``z ~ p(z|c)``), ``mc_elbo_perplexity``
+  (``exp(-ELBO / tokens)``, the ELBO of K posterior draws) and ``iw_perplexity`` (the
+  K-sample importance-weighted bound, Burda et al. 2016, ``K = likelihood.iw_samples``):
+  the last two are upper bounds on the true perplexity of ``p(x | c, e)``, the IW one the
+  tighter (the base model's are its exact perplexity);
 * ``mojitalk_classifier``: the emoji classifier's top-1 / top-5 accuracy on the gold
   responses, overall and per emoji (the paper's Fig. 1, ``eval/classifier_per_label.png``).
 
@@ -26,6 +33,7 @@ import numpy as np
 
 from vedgan import eval_suites, metrics
 from vedgan.errors import ConfigError
+from vedgan.metrics import likelihood as likelihood_lib
 from vedgan.metrics.text import words
 from vedgan.papers.mojitalk import data
 from vedgan.plan import Plan
@@ -111,6 +119,10 @@ def classifier_report(objective, state, inputs, plot_path: str | None = None) ->
           "per_label_top5": [None if np.isnan(v) else float(v) for v in result["per_label_top5"]]}
 
 
+#: The importance-weighted bound over the validation batches (one home: vedgan.metrics).
+iw_evaluate = likelihood_lib.iw_evaluate
+
+
 def compare_stages(trainer, pairs, labels, options=None, num_examples: int = 0, seed: int = 0,
                    batch_size: int = 0) -> dict[str, Any]:
   """Base / CVAE / Reinforced CVAE of one finished run, on ``trainer.inputs``' validation
@@ -118,12 +130,14 @@ def compare_stages(trainer, pairs, labels, options=None, num_examples: int = 0, 
 
   Every stage-end checkpoint of a generator stage (:meth:`vedgan.plan.Plan.stage_ends`) is
   restored and paired with the *current* state's classifier, so all models are scored by
-  the same classifier. Reports teacher-forced perplexities (``trainer.evaluate``), BLEU and
+  the same classifier. Reports teacher-forced perplexities (``trainer.evaluate``) and the
+  likelihood bounds (:func:`iw_evaluate`), BLEU and
   the emoji accuracy of generated responses (:func:`evaluate_generation`), and the
   classifier's own accuracy on the gold responses (:func:`classifier_report`).
   ``trainer.state`` is left as it was. ``options``: decoding (default ``config.decode``).
   """
   config, objective, final = trainer.config, trainer.objective, trainer.state
+  likelihood_lib.iw_settings(config)
   options = options or objective.decode_options()
   plan = Plan.from_config(config)
   classifier_ends = [end for _, _, end in plan.stage_ends(("classifier",))]
@@ -145,6 +159,7 @@ def compare_stages(trainer, pairs, labels, options=None, num_examples: int = 0, 
       state = state.replace(params=dict(state.params, classifier=final.params["classifier"]))
       trainer.state = state
       likelihood = trainer.evaluate()
+      likelihood.update(iw_evaluate(trainer))
       gen = evaluate_generation(objective, state, trainer.inputs, pairs, labels, options,
                                 num_examples, seed, batch_size)
       # evaluate_generation's emoji metrics (per-batch seeds) replace eval_step's.
@@ -156,7 +171,10 @@ def compare_stages(trainer, pairs, labels, options=None, num_examples: int = 0, 
 
 def format_comparison(report: dict[str, Any]) -> str:
   """A markdown table of :func:`compare_stages`' report."""
-  cols = [("perplexity", "PPL"), ("prior_perplexity", "PPL (z~prior)"),
+  iw_k = next((int(r["iw_samples"]) for r in report["models"].values() if "iw_samples" in r),
+              0)
+  cols = [("perplexity", "PPL (recon.)"), ("mc_elbo_perplexity", "PPL (ELBO)"),
+          ("iw_perplexity", f"PPL (IW, K={iw_k})"), ("prior_perplexity", "PPL (z~prior)"),
           ("corpus_bleu", "BLEU-4"), ("emoji_top1", "emoji top-1"),
           ("emoji_top5", "emoji top-5"), ("emoji_prob", "p(emoji)"),
           ("emoji_top1_single", "top-1 (1 sample)"), ("emoji_prob_single", "p(emoji) (1 sample)")]
@@ -173,6 +191,9 @@ def format_comparison(report: dict[str, Any]) -> str:
     lines.append(f"| {r['model']} | {r['step']} | " + " | ".join(vals) + " |")
   c = report["classifier"]
   lines.append("")
+  lines.append("PPL (recon.): exp(-log p(x|z,c) per token), z from the posterior: "
+               "reconstruction-only, not a bound; PPL (ELBO) and PPL (IW) are upper bounds "
+               "on the perplexity of p(x|c,e) (the base model's: exact)")
   lines.append(f"classifier on gold validation responses: top-1 {100 * c['top1']:.1f}%, "
                f"top-5 {100 * c['top5']:.1f}% (majority class {100 * c['majority_rate']:.1f}%), "
                f"mean per-label top-1 {100 * c['balanced_top1']:.1f}% "
@@ -214,7 +235,8 @@ def table2_suite(run) -> eval_suites.SuiteOutput:
   values = {}
   for name, r in report["models"].items():
     values.update({f"{name}/{k}": float(r[k]) for k in (
-        "perplexity", "prior_perplexity", "corpus_bleu", "bleu", "emoji_top1", "emoji_top5",
+        "perplexity", "prior_perplexity", "mc_elbo_perplexity", "iw_perplexity", "iw_nll",
+        "iw_nll_per_token", "mc_elbo_nll_per_token", "corpus_bleu", "bleu", "emoji_top1", "emoji_top5",
         "emoji_prob", "emoji_top1_single", "emoji_prob_single") if k in r})
   values.update({f"classifier/{k}": float(report["classifier"][k])
                  for k in ("top1", "top5", "balanced_top1")})
