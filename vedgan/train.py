@@ -36,6 +36,7 @@ Workdir layout::
   samples.jsonl      generated responses to validation contexts
   tensorboard/       TensorBoard event files
   plots/             PNG curves
+  .vedgan.lock       held by the one training process (vedgan/workdir_lock.py)
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ from absl import logging
 from tqdm import tqdm
 
 from vedgan import configlib, parallel, plots, selection as selection_lib, steps as steps_lib
+from vedgan import workdir_lock
 from vedgan.checkpoint import Checkpointer, write_json_atomic
 from vedgan.data import inputs as inputs_lib
 from vedgan.errors import CheckpointError, ConfigError, VedganError
@@ -155,6 +157,8 @@ class Trainer:
     ``restore`` another ``(directory, step)`` (:func:`vedgan.selection.resolve_checkpoint`).
     """
     config = self.config
+    if write and self.is_chief:  # one writer per workdir, taken before anything is written
+      self.lock = workdir_lock.acquire(self.workdir)
     self.inputs, tokenizer_is_new = self.objective_cls.make_inputs(config, self.workdir)
     tok = self.inputs.tokenizer
     self.objective = self.objective_cls(config, tok)
@@ -434,7 +438,7 @@ class Trainer:
 
   def close(self) -> None:
     """Finishes pending checkpoint writes and closes the logs (also after a failed setup)."""
-    for part in ("checkpointer", "best_checkpointer", "writer"):
+    for part in ("checkpointer", "best_checkpointer", "writer", "lock"):  # the lock last
       if getattr(self, part, None) is not None:
         getattr(self, part).close()
 
