@@ -1,11 +1,17 @@
 """Shared test setup: one prepared copy of the embedded corpus per test session."""
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
 
-# Prepared TFDS data is shared by every test and subprocess of this session.
-os.environ.setdefault("VEDGAN_DATA_DIR", tempfile.mkdtemp(prefix="vedgan-tfds-"))
+# Prepared TFDS data (and the compilation cache below) are shared by every test, xdist
+# worker and subprocess of this session: the process that starts the session creates the
+# folder (the others inherit the variable) and removes it when it exits.
+if "VEDGAN_DATA_DIR" not in os.environ:
+  os.environ["VEDGAN_DATA_DIR"] = tempfile.mkdtemp(prefix="vedgan-tfds-")
+  atexit.register(shutil.rmtree, os.environ["VEDGAN_DATA_DIR"], ignore_errors=True)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The suite's cost is XLA compiling many tiny models, not running them: cheaper CPU code
 # generation halves it (numerics are unchanged: this only skips LLVM optimisation). The long
