@@ -6,7 +6,7 @@
   ``labelled_texts``);
 * one folder per TFDS builder (``chatterbot_corpus``, ``daily_dialog``,
   ``empathetic_dialogues``, ``persona_chat``, ``sst2``, ``mojitalk_twitter``,
-  ``coco_captions_texygen``, ``opensubtitles``) on
+  ``coco_captions_texygen``, ``opensubtitles``, ``chitchat``) on
   :mod:`vedgan.data.builder_base`; ``python -m vedgan.data.prepare NAME``;
 * :mod:`vedgan.data.tokenizer`: sentencepiece and word vocabularies with fixed
   special ids;
