@@ -93,13 +93,23 @@ def test_bad_config_values_are_one_line_errors(tmp_path, overrides, message):
   assert not workdir.exists() or not os.listdir(workdir)
 
 
-def test_unwritable_workdir_is_a_clear_error(tmp_path):
+def test_unwritable_workdir_is_a_clear_error(tmp_path, monkeypatch):
   with pytest.raises(ConfigError, match="not writable|cannot be created"):
     train.check_workdir("/proc/vedgan-test/run")
   a_file = tmp_path / "file"
   a_file.write_text("x")
   with pytest.raises(ConfigError, match="is not a directory"):
     train.check_workdir(str(a_file / "run"))
+  # An empty --workdir would train into the current directory (and trim a metrics.jsonl
+  # another tool left there): refused before anything is written.
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "metrics.jsonl").write_text('{"another": "tool"}\n')
+  listing = sorted(os.listdir(tmp_path))
+  for empty in ("", "  "):
+    with pytest.raises(ConfigError, match=r"^--workdir is empty; give the run's folder"):
+      train.run(make_config(), empty)
+  assert sorted(os.listdir(tmp_path)) == listing
+  assert (tmp_path / "metrics.jsonl").read_text() == '{"another": "tool"}\n'
 
 
 def test_stage_cycles_follow_the_config(tiny_config):

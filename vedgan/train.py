@@ -95,6 +95,8 @@ def check_workdir(workdir: str) -> str:
   (or its nearest existing ancestor), which also catches read-only file systems
   and runs as root.
   """
+  if not str(workdir).strip():  # "" would train into the current directory
+    raise ConfigError("--workdir is empty; give the run's folder, e.g. --workdir /tmp/vedgan-run")
   workdir = os.path.abspath(os.path.expanduser(workdir))
   probe_dir = workdir
   while not os.path.exists(probe_dir):
