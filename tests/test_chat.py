@@ -150,6 +150,8 @@ def _chat(opened, lines, **flags):
       raise EOFError
     if item is KeyboardInterrupt:
       raise KeyboardInterrupt
+    if isinstance(item, Exception):
+      raise item
     return item
 
   chat.loop(session, read)
@@ -183,6 +185,16 @@ def test_sampled_replies_change_with_the_turn_and_ctrl_c_ends(opened):
   assert out[-1] == chat.GOODBYE
   again, _ = _chat(opened, ["same words", "/reset", "same words"], **hot)
   assert [l for l in again if l.startswith(chat.BOT)] == replies  # same seed, same replies
+
+
+def test_text_that_is_not_utf8_is_refused_and_the_session_goes_on(opened):
+  """An undecodable line (a terminal's raw bytes: UnicodeDecodeError from ``input``, or lone
+  surrogates under a surrogateescape locale) gets one error line; the next line works."""
+  bad = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+  out, session = _chat(opened, [bad, "caf\udcc3 ok", "hi"])
+  errors = [l for l in out if l.startswith("error: that line is not valid UTF-8")]
+  assert len(errors) == 2 and out[-1] == chat.GOODBYE
+  assert len(session.history) == 2  # only "hi" and its reply
 
 
 def test_unconditional_model_points_to_sample(monkeypatch, capsys):

@@ -151,6 +151,7 @@ def _one_line_error(capsys, rc, out, message):
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--input_file", "/nonexistent/x.txt"], "cannot be read"),
     (["--num_samples", "0"], "must be >= 1"),
+    (["--input", "caf\udcc3"], "is not valid UTF-8 text"),   # a non-UTF-8 byte in argv
 ])
 def test_bad_flags_are_one_line_errors_before_loading(args, message, tmp_path, capsys):
   capsys.readouterr()

@@ -182,9 +182,13 @@ def loop(chat: Chat, read: Callable[[str], str] = input) -> None:
     while True:
       try:
         line = read(PROMPT)
+        line.encode("utf-8")  # undecodable terminal bytes arrive as lone surrogates
       except EOFError:
         chat.write("")
         break
+      except UnicodeError:
+        chat.write("error: that line is not valid UTF-8 text; type it again")
+        continue
       if not chat.handle(line):
         break
   except KeyboardInterrupt:

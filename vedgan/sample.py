@@ -399,6 +399,11 @@ def read_inputs(args) -> list[str]:
   for t in texts:
     if not t.strip():
       raise ConfigError("--input is empty; give the context text, e.g. --input \"hi there\"")
+    try:
+      t.encode("utf-8")  # bytes that are not UTF-8 reach argv as lone surrogates
+    except UnicodeEncodeError as e:
+      raise DataError(f"--input {t.encode('utf-8', 'replace').decode('utf-8')!r} is not "
+                      f"valid UTF-8 text (character {e.start}); pass UTF-8") from None
   return texts
 
 
