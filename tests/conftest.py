@@ -22,6 +22,16 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 #: "marked": tests marked ``optimised`` compile fully optimised programs; "none": every test
 #: compiles cheaply (to compare the two).
 OPTIMISE = os.environ.setdefault("VEDGAN_TEST_OPTIMISE", "marked")
+# Cheap compilation also uses XLA:CPU's older loop-fusion code generator: it compiles the
+# suite's tiny scan-heavy step functions 2-3x faster and runs them about as fast (measured on
+# MojiTalk's and HappyBot's demo steps). With full optimisation it is the other way round, so
+# it follows the per-test choice: a compile option in this process (``_cheap_codegen``), an
+# XLA flag for the subprocesses a test starts. Tests marked ``default_codegen`` (they compare
+# two differently compiled programs at float32 round-off) keep the default generator. "0"
+# turns it off.
+CHEAP_CODEGEN = os.environ.setdefault("VEDGAN_TEST_CHEAP_CODEGEN", "1") == "1"
+CHEAP_CODEGEN_FLAG = "--xla_cpu_use_fusion_emitters=false"
+_BASE_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
 
 # Many tests build identical tiny models: one on-disk XLA cache per test session (empty at
 # the start, shared by the xdist workers and every subprocess) compiles each program once.
@@ -120,6 +130,38 @@ def pytest_runtest_setup(item):
   cheap = OPTIMISE == "none" or item.get_closest_marker("optimised") is None
   os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1" if cheap else "0"
   jax.config.update("jax_disable_most_optimizations", cheap)
+  if CHEAP_CODEGEN:
+    _cheap_codegen()
+    codegen = cheap and item.get_closest_marker("default_codegen") is None
+    _CODEGEN["cheap"] = codegen
+    jax.devices()  # this process read XLA_FLAGS at start-up: the change is for subprocesses
+    flags = (_BASE_XLA_FLAGS + " " + CHEAP_CODEGEN_FLAG) if codegen else _BASE_XLA_FLAGS
+    os.environ["XLA_FLAGS"] = flags.strip()
+
+
+#: Whether the running test compiles with ``CHEAP_CODEGEN_FLAG`` (set per test above).
+_CODEGEN = {"cheap": False}
+
+
+def _cheap_codegen():
+  """Adds ``CHEAP_CODEGEN_FLAG`` to the compile options of every program this process
+  compiles for a test that uses it (installed once; the options are part of the
+  compilation-cache key). JAX has no public switch for a per-compile XLA option."""
+  from jax._src import compiler  # pylint: disable=import-outside-toplevel
+
+  original = compiler.get_compile_options
+  if getattr(original, "vedgan_cheap_codegen", False):
+    return
+  name = CHEAP_CODEGEN_FLAG[2:].split("=")[0]
+
+  def get_compile_options(*args, **kwargs):
+    options = original(*args, **kwargs)
+    if _CODEGEN["cheap"]:
+      options.env_option_overrides = list(options.env_option_overrides) + [(name, False)]
+    return options
+
+  get_compile_options.vedgan_cheap_codegen = True
+  compiler.get_compile_options = get_compile_options
 
 
 @pytest.fixture

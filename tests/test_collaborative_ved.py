@@ -131,6 +131,7 @@ def test_joint_steps_update_both_subtrees():
       "prior": True, "posterior": True, "generator": False}  # VHRED has no generator g
 
 
+@pytest.mark.default_codegen  # joint vs phase steps at float32 round-off
 def test_joint_co_step_gives_each_network_its_own_phase_gradient():
   """One loss ``L_ae(seq, sg(latent)) + L_cvae(sg(seq), latent)``: "seq" gets the gradient of
   the AE loss (Eq. 9) alone, "latent" that of the CVAE loss (Eq. 8) alone, as the
