@@ -3,7 +3,9 @@
 ``--config configs/collaborative_ved.py:ROW`` trains row ROW with the paper's
 settings on DailyDialog; ``ROW,demo`` (or ``demo,ROW``) on the embedded
 chatterbot corpus with a small model (minutes on a 2-core CPU); ``demo`` alone
-is ``co_ss,demo``. Rows:
+is ``co_ss,demo``; ``ROW,medium`` on the installed ``chitchat`` corpus (118k
+training pairs) with a mid-sized model, at most 20 minutes on a 2-core CPU, the
+best validation checkpoint kept (docs/reproduction.md). Rows:
 
   hred         HRED (no latent variable)
   kla          VHRED + KL annealing (weight 0 -> 1 over 12k steps)
@@ -32,16 +34,21 @@ ROWS = ("hred", "kla", "kla_do", "kla_bow", "fb", "fb_all", "co", "co_do", "co_s
 DAILYDIALOG_STEPS_PER_EPOCH = 595
 # The embedded chatterbot corpus: 1,080 training examples / batch 32.
 DEMO_STEPS_PER_EPOCH = 33
+# chitchat train: 118,217 (context, response) examples / batch 64.
+MEDIUM_STEPS_PER_EPOCH = 1847
+SETTINGS = ("demo", "medium")
 
 
 def get_config(variant: str = "co_ss"):
   parts = [p.strip() for p in (variant or "co_ss").replace("+", ",").split(",") if p.strip()]
-  demo = "demo" in parts
-  rows = [p for p in parts if p != "demo"]
-  if len(rows) > 1 or any(r not in ROWS for r in rows):
+  settings = [p for p in parts if p in SETTINGS]
+  rows = [p for p in parts if p not in SETTINGS]
+  if len(rows) > 1 or len(settings) > 1 or any(r not in ROWS for r in rows):
     raise configlib.ConfigError(f"unknown variant {variant!r} of configs/collaborative_ved.py; "
-                                f"use one of {', '.join(ROWS)}, optionally with ',demo'")
+                                f"use one of {', '.join(ROWS)}, optionally with ',demo' or "
+                                "',medium'")
   row = rows[0] if rows else "co_ss"
+  demo, medium = settings == ["demo"], settings == ["medium"]
 
   c = configlib.base_config()
   c.objective = "collaborative_ved"
@@ -127,6 +134,9 @@ def get_config(variant: str = "co_ss"):
     num_steps = 594                    # 18 epochs = 9 AE/CVAE alternations
     lr = 2e-3
 
+  if medium:
+    num_steps, lr = _medium(c)
+
   latent = {"hred": "none", "co": "co", "co_do": "co", "co_ss": "co", "co_ss_joint": "co"}
   c.model.latent = latent.get(row, "vhred")
   if row == "hred":
@@ -140,7 +150,8 @@ def get_config(variant: str = "co_ss"):
   if row == "fb_all":
     c.ved.free_bits, c.ved.free_bits_mode = 5.0, "total"
   if row in ("co_ss", "co_ss_joint"):
-    c.ved.ss_k = 100.0 if demo else 2500.0  # demo: ~3 AE epochs, as 2500 is ~4 DailyDialog epochs
+    # 2500 is ~4 DailyDialog epochs; demo: ~3 AE epochs; medium: ~2/3 of its AE steps
+    c.ved.ss_k = {"demo": 100.0, "medium": MEDIUM_SS_K}.get("".join(settings), 2500.0)
 
   if c.model.latent == "co" and row != "co_ss_joint":
     # Epoch-wise alternation "ae*N,cvae*N", N = ved.steps_per_epoch (a reference: an
@@ -154,3 +165,42 @@ def get_config(variant: str = "co_ss"):
     c.stage_order = ("train",)
   return c
 
+
+
+#: Scheduled-sampling k of the medium CO+SS row (Eq. 7): the teacher-forcing probability
+#: k / (k + exp(i / k)) falls to 1/2 after ~k ln k AE steps (~1,500 of its 2,400).
+MEDIUM_SS_K = 250.0
+
+
+def _medium(c) -> tuple[int, float]:
+  """chitchat at a size one 2-core CPU trains in at most 20 minutes: 5 context turns of at
+  most 20 words, an 8k-word vocabulary, GRUs of 128/256/256 and a 64-d latent (a quarter
+  to an eighth of the paper's), batch 64; KL annealing over the first fifth of training as
+  in the paper (12k of 60k), AE/CVAE phases of 600 steps (a third of an epoch: the paper
+  alternates every epoch, ~20 times in a run; here 4 alternations), and the checkpoint
+  with the best validation ELBO per token kept. Returns (steps, learning rate)."""
+  c.data.name = "chitchat"
+  c.data.max_turns = 5
+  c.data.max_turn_len = 20
+  c.data.max_context_len = 20
+  c.data.max_response_len = 20
+  c.data.buckets = (20,)               # one padded shape: one compilation per step function
+  c.data.turn_buckets = (5,)
+  c.tokenizer.vocab_size = 8000
+  c.model.embed_dim = 128
+  c.model.utterance_hidden = 128
+  c.model.context_hidden = 256
+  c.model.decoder_hidden = 256
+  c.model.latent_dim = 64
+  c.model.estimator_hidden = 128
+  num_steps = MEDIUM_NUM_STEPS
+  c.ved.kl_anneal_steps = num_steps // 5
+  c.ved.steps_per_epoch = MEDIUM_PHASE_STEPS
+  c.train.update(batch_size=64, eval_batch_size=128, eval_every=600, eval_batches=10,
+                 checkpoint_every=600, log_every=50, num_samples=2,
+                 select_by="elbo_nll_per_token", select_mode="min")
+  return num_steps, 1e-3
+
+
+MEDIUM_NUM_STEPS = 4800
+MEDIUM_PHASE_STEPS = 600

@@ -12,6 +12,8 @@ Variants (``--config configs/happybot.py:VARIANT``), SETTING[_MODEL]:
                   a few minutes on a 2-core CPU (default)
           paper   paper sizes and data: DailyDialog + PersonaChat + EmpatheticDialogues,
                   SST-2 + ED situations for the classifier (needs those data builders)
+          medium  the installed chitchat corpus (VADER-lexicon labels), 128-unit networks,
+                  at most 20 minutes on a 2-core CPU (docs/reproduction.md)
   MODEL   (none)  RL Look-ahead: reward = the look-ahead predictor
           current RL Current: reward = the classifier on the response itself
           mle     Seq2Seq: MLE only
@@ -24,7 +26,8 @@ import ml_collections
 from vedgan import configlib
 
 MODELS = ("", "current", "mle", "multiseq")   # "" = RL Look-ahead
-VARIANTS = tuple(f"{setting}_{m}" if m else setting for setting in ("demo", "paper")
+SETTINGS = ("demo", "paper", "medium")
+VARIANTS = tuple(f"{setting}_{m}" if m else setting for setting in SETTINGS
                  for m in MODELS) + ("multiseq",)
 
 
@@ -91,11 +94,13 @@ def get_config(variant: str = "demo"):
 
   variant = {"multiseq": "demo_multiseq"}.get(variant or "demo", variant or "demo")
   setting, _, model = variant.partition("_")
-  if setting not in ("demo", "paper") or model not in MODELS:
+  if setting not in SETTINGS or model not in MODELS:
     raise configlib.ConfigError(f"unknown variant {variant!r} of configs/happybot.py; "
                                 f"use one of {', '.join(VARIANTS)}")
   if setting == "paper":
     _paper(c)
+  elif setting == "medium":
+    _medium(c)
   if model == "current":              # RL Current: reward = classifier on the response itself
     c.stages.rl.reward = "current"
   elif model == "mle":                # Seq2Seq: Eq. 6 only
@@ -133,3 +138,37 @@ def _paper(c) -> None:
   c.stages.rl.num_steps = 20_000
   c.stages.rl.learning_rate = 1e-4
   c.stages.rl.baseline_learning_rate = 1e-3
+
+
+def _medium(c) -> None:
+  """chitchat's dialogues, VADER-lexicon labels for the classifier (as the demo), 128-unit
+  networks (the paper: 300), a 8k subword vocabulary, batch 64; stage lengths in the
+  paper's proportions, shortened so that all four fit 20 minutes on a 2-core CPU."""
+  c.data.name = "chitchat"
+  c.data.dialogue_sources = ("chitchat",)
+  c.data.max_context_len = 48
+  c.data.max_response_len = 24
+  c.data.max_turn_len = 23
+  c.data.buckets = (48,)                  # one padded shape: one compilation per step function
+  c.tokenizer.vocab_size = 8000
+  c.model.embed_dim = 128
+  c.model.hidden = 128
+  c.model.classifier.embed_dim = 96
+  c.model.classifier.hidden = 96
+  c.train.update(batch_size=64, eval_batch_size=128, eval_every=500, eval_batches=8,
+                 checkpoint_every=500, log_every=50)
+  classifier, predictor, mle, rl = MEDIUM_STEPS
+  c.stages.classifier.num_steps = classifier
+  c.stages.classifier.learning_rate = 1e-3
+  c.stages.predictor.num_steps = predictor
+  c.stages.predictor.learning_rate = 1e-3
+  c.stages.mle.num_steps = mle
+  c.stages.mle.learning_rate = 1e-3
+  c.stages.multiseq.num_steps = mle
+  c.stages.multiseq.learning_rate = 1e-3
+  c.stages.rl.num_steps = rl
+  c.stages.rl.learning_rate = 2e-4
+
+
+#: Steps of the medium stages classifier, predictor, mle (or multiseq), rl.
+MEDIUM_STEPS = (600, 600, 3000, 1000)

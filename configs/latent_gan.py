@@ -7,6 +7,9 @@ Variants (``--config configs/latent_gan.py:VARIANT``):
                  ~10 minutes on a 2-core CPU.
   mle_paper      the MLE LSTM language model (``lstm_lm``) on COCO.
   mle_demo       the same on the embedded corpus.
+  medium         the distinct turns of the installed chitchat corpus of at most 15 words,
+                 the paper's networks, at most 20 minutes on a 2-core CPU
+                 (docs/reproduction.md); mle_medium: its language model.
   demo_lambda0, demo_lambda0.5, demo_lambda1, demo_lambda2
                  (and paper_lambda0 ... paper_lambda2): Fig. 4's ablation of the
                  reconstruction weight lambda; equivalently
@@ -105,14 +108,14 @@ def get_config(variant: str = "paper"):
 
   base_variant, _, lam = variant.partition("_lambda")
   demo = base_variant in ("demo", "mle_demo")
-  if base_variant in ("paper", "demo"):
+  if base_variant in ("paper", "demo", "medium"):
     _gan(c)
-  elif base_variant in ("mle_paper", "mle_demo"):
+  elif base_variant in ("mle_paper", "mle_demo", "mle_medium"):
     _lm(c)
   else:
     raise configlib.ConfigError(
-        f"unknown variant {variant!r} of configs/latent_gan.py; use paper, demo, mle_paper, "
-        "mle_demo, demo_lambda<x> or paper_lambda<x>")
+        f"unknown variant {variant!r} of configs/latent_gan.py; use paper, demo, medium, "
+        "mle_paper, mle_demo, mle_medium, or <paper|demo|medium>_lambda<x>")
   if lam:
     if c.objective != "latent_gan":
       raise configlib.ConfigError(f"variant {variant!r}: lambda applies to the GAN only")
@@ -121,6 +124,8 @@ def get_config(variant: str = "paper"):
     except ValueError:
       raise configlib.ConfigError(f"variant {variant!r}: lambda {lam!r} is not a number") from None
 
+  if base_variant in ("medium", "mle_medium"):
+    _medium(c)
   if demo:
     # The chatterbot corpus: ~1.7k distinct sentences; those of <= 15 words
     # (~1.45k train, ~0.1k validation, 6.4 words on average) are kept whole.
@@ -154,3 +159,32 @@ def get_config(variant: str = "paper"):
       c.stages.mle.num_steps = 400         # validation perplexity bottoms out (~34) here
       c.stages.mle.learning_rate = 3e-3
   return c
+
+
+def _medium(c) -> None:
+  """chitchat's distinct turns of at most 15 words (``sources.sentences``; the longer ones
+  skipped), a 5k-word vocabulary, the paper's networks (App. B: they are small already),
+  batch 128 (the paper: 256); the GAN keeps the demo's non-saturating generator loss (the
+  minimax loss did not learn lengths in a demo-sized budget, docs/latent_gan.md); the
+  language model keeps its best validation perplexity."""
+  c.data.name = "chitchat"
+  c.data.max_len = 16
+  c.data.too_long = "skip"
+  c.data.validation_split = "validation"
+  c.tokenizer.vocab_size = 5000
+  c.train.update(batch_size=128, eval_batch_size=128, eval_batches=8, eval_every=500,
+                 checkpoint_every=1000, log_every=50, num_samples=4)
+  c.sweep.num_samples = 1000
+  c.sweep.plot_order = 4
+  if c.objective == "latent_gan":
+    c.model.gen_loss = "non_saturating"
+    c.stages.gan.num_steps = MEDIUM_GAN_STEPS
+    c.stages.gan.learning_rate = 1e-3
+  else:
+    c.stages.mle.num_steps = MEDIUM_LM_STEPS
+    c.stages.mle.learning_rate = 2e-3
+    c.train.update(select_by="perplexity", select_mode="min")
+
+
+MEDIUM_GAN_STEPS = 6000                  # 3,000 iterations of Algorithm 1
+MEDIUM_LM_STEPS = 3000

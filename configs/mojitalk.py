@@ -18,6 +18,10 @@ Variants (``--config configs/mojitalk.py:VARIANT``):
   paper_cvae     the paper's "CVAE" column: base -> CVAE + classifier
   paper_tanh_kl  ``paper`` with the authors' tanh KL schedule (ceiling 0.48) instead of
                  the linear annealing to 0.5 the paper describes
+  medium         the installed chitchat corpus (118k training pairs) with the lexicon
+                 stand-in labels, the paper's network sizes, all four stages in at most
+                 20 minutes on a 2-core CPU (docs/reproduction.md)
+  medium_base, medium_cvae   its Base and CVAE columns
 
 The demo's labels are NOT emoji: the chatterbot corpus has none, so each response gets
 one of 8 classes from the mean VADER-lexicon valence of its words (data.labels =
@@ -28,7 +32,7 @@ import ml_collections
 from vedgan import configlib
 
 VARIANTS = ("demo", "demo_base", "demo_cvae", "paper", "paper_base", "paper_cvae",
-            "paper_tanh_kl")
+            "paper_tanh_kl", "medium", "medium_base", "medium_cvae")
 
 # The MojiTalk paper's training split (~597k (tweet, reply) pairs) at batch 128. Only
 # the stage lengths below use it; epoch-denominated schedule fields (KL annealing,
@@ -130,6 +134,8 @@ def get_config(variant: str = "demo"):
           rl_epochs=6, lr=1e-3)
   c.stage_order = ("base", "cvae", "classifier", "rl")
 
+  if variant.startswith("medium"):
+    _medium(c)
   if variant.startswith("demo"):
     # The embedded chatterbot corpus (~1.1k training pairs, ~33 batches per epoch) with
     # stand-in labels from the VADER lexicon (see the module docstring).
@@ -159,12 +165,44 @@ def get_config(variant: str = "demo"):
     c.stages.cvae.kl_anneal_epochs = 6.0
     c.stages.classifier.learning_rate = 3e-3
 
-  if variant in ("demo_base", "paper_base"):
+  if variant in ("demo_base", "paper_base", "medium_base"):
     c.stage_order = ("base", "classifier")
-  elif variant in ("demo_cvae", "paper_cvae"):
+  elif variant in ("demo_cvae", "paper_cvae", "medium_cvae"):
     c.stage_order = ("base", "cvae", "classifier")
   elif variant == "paper_tanh_kl":
     c.stages.cvae.kl_schedule = "tanh"
     c.stages.cvae.kl_ceiling = 0.48
     c.stages.rl.kl_ceiling = 0.48
   return c
+
+
+#: chitchat's training split (118,217 pairs) at the medium batch of 64.
+MEDIUM_STEPS_PER_EPOCH = 118_217 // 64
+
+
+def _medium(c) -> None:
+  """chitchat, stand-in labels, the paper's networks (128-unit GRUs, 268-d latent), batch
+  64 and a 8k subword vocabulary; each stage a fraction of an epoch (the paper: 10, 8, 5
+  and 6 epochs) so that the four fit 20 minutes, in the paper's proportions, with the KL
+  ramp and the policy start scaled to the shorter stages. Stage ends are kept
+  (``max_checkpoints``) for the Base / CVAE / Reinforced CVAE comparison."""
+  c.data.name = "chitchat"
+  c.data.labels = "lexicon"
+  c.data.num_labels = 8
+  c.data.label_names = ("neutral", "very negative", "negative", "mixed", "mildly positive",
+                        "positive", "very positive", "extremely positive")
+  c.data.max_context_len = 32
+  c.data.max_response_len = 24
+  c.data.buckets = (32,)              # one padded shape: one compilation per step function
+  c.tokenizer.vocab_size = 8000
+  c.train.update(batch_size=64, eval_batch_size=128, eval_every=500, eval_batches=8,
+                 checkpoint_every=500, max_checkpoints=30, log_every=50, num_samples=2)
+  base, cvae, classifier, rl = MEDIUM_EPOCHS
+  _stages(c, MEDIUM_STEPS_PER_EPOCH, base_epochs=base, cvae_epochs=cvae,
+          classifier_epochs=classifier, rl_epochs=rl, lr=1e-3)
+  c.stages.cvae.kl_anneal_epochs = 0.75 * cvae   # the paper: 6 of 8 epochs
+  c.stages.rl.policy_start_epochs = rl / 3       # the paper: 2 of 6 epochs
+
+
+#: Epochs of the medium stages base, cvae, classifier, rl.
+MEDIUM_EPOCHS = (1.0, 0.8, 0.3, 0.6)

@@ -12,6 +12,9 @@ Variants (``--config configs/topk_gan.py:VARIANT``):
               MLE, for as many MLE steps as the GAN run makes (pretraining + the
               MLE blocks of the global iterations).
   mle_paper   the same for ``paper``.
+  medium      consecutive-turn pairs of the installed chitchat corpus, networks between
+              the demo's and the paper's, at most 20 minutes on a 2-core CPU
+              (docs/reproduction.md); mle_medium: its MLE baseline.
 
 Algorithm 1 is data: ``stage_order = (mle_pretrain, fill, d_pretrain,
 adversarial)`` with the step functions ``gmle``, ``refill``, ``dstep`` and
@@ -145,6 +148,43 @@ def _demo(c):
   c.stages.adversarial.lr_decay_every = length
 
 
+def _medium(c):
+  """chitchat pairs (the previous turn as the input), an 8k-word vocabulary, 2-layer
+  encoder/decoder LSTMs of 128/256 (the paper: 4 layers of 512/1028), batch 64; Algorithm
+  1's stages with the demo's cycle, the pretraining a fraction of an epoch, so that the
+  run fits 20 minutes on a 2-core CPU."""
+  _demo(c)
+  m = c.model
+  m.word_dim = 128
+  m.encoder_hidden = 128
+  m.decoder_hidden = 256
+  m.attention_hidden = 128
+  m.output_hidden = 256
+  m.disc_hidden = 64
+  m.disc_mlp_hidden = 64
+  g = c.gan
+  g.replay_capacity = 8_192
+  g.report_inputs = 1_000
+  c.data.name = "chitchat"
+  c.data.max_context_len = 24
+  c.data.max_response_len = 24
+  c.data.buckets = (24,)
+  c.tokenizer.vocab_size = 8_000
+  c.train.update(batch_size=64, eval_batch_size=128, eval_every=500, eval_batches=8,
+                 checkpoint_every=500, log_every=50)
+  pretrain, iterations = MEDIUM_SCHEDULE
+  c.stages.mle_pretrain.num_steps = pretrain
+  c.stages.mle_pretrain.learning_rate = 1e-3
+  c.stages.fill.num_steps = 64       # 64 x 64 = 4,096 responses
+  c.stages.d_pretrain.num_steps = 100
+  c.stages.adversarial.num_steps = iterations * c.stages.adversarial.lr_decay_every
+  c.stages.adversarial.learning_rate = 1e-3
+
+
+#: Medium MLE pretraining steps and global iterations of Algorithm 1.
+MEDIUM_SCHEDULE = (2_000, 20)
+
+
 def _mle_only(c):
   """Only MLE, for as many generator MLE steps as the GAN recipe makes."""
   adv = c.stages.adversarial
@@ -165,9 +205,12 @@ def get_config(variant: str = "paper"):
   _paper(c)
   if variant in ("demo", "mle_demo"):
     _demo(c)
+  elif variant in ("medium", "mle_medium"):
+    _medium(c)
   elif variant not in ("paper", "mle_paper"):
     raise configlib.ConfigError(f"unknown variant {variant!r} of configs/topk_gan.py; use "
-                                "'paper', 'demo', 'mle_paper' or 'mle_demo'")
+                                "'paper', 'demo', 'medium', 'mle_paper', 'mle_demo' or "
+                                "'mle_medium'")
   if variant.startswith("mle_"):
     _mle_only(c)
   return c

@@ -62,7 +62,9 @@ def test_bad_inputs_on_the_command_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_signal_checkpoints_and_the_same_command_resumes(tmp_path, sig, code):
+  """SIGTERM (preemption) and SIGINT (Ctrl-C) both save and stop; exit 0 and 130."""
   args, env = cli_args(tmp_path, **{"stages.mle.num_steps": 100000, "train.log_every": 1})
   proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
@@ -72,10 +74,11 @@ def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path):
     if metrics.exists() and '"split": "train"' in metrics.read_text():
       break
     time.sleep(0.5)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(sig)
   out, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err
-  assert "SIGTERM: checkpoint saved" in out
+  assert proc.returncode == code, err
+  assert f"{sig.name}: checkpoint saved" in out
+  assert json.loads(out.strip().splitlines()[-1][len("final: "):])["signal"] == sig.name
   steps = [int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()]
   assert len(steps) == 1 and 0 < steps[0] < 100000
   # The same command (with a reachable end) resumes from that step.

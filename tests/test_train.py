@@ -1,6 +1,7 @@
 """The driver end to end on tiny versions of the demo config (CPU, seconds per run)."""
 import json
 import os
+import signal
 
 import jax
 import numpy as np
@@ -59,6 +60,26 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path):
   steps = [json.loads(l)["step"] for l in open(tmp_path / "b" / "metrics.jsonl")
            if json.loads(l)["split"] == "train"]
   assert steps == [2, 4, 6, 8]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_setup_saves_after_the_first_step(tmp_path, monkeypatch, sig):
+  """A signal that arrives while the run sets up (data, tokenizer, compilation) is not lost:
+  the loop stops after its first call, saves, and says which signal; the handlers that were
+  installed before the run are back afterwards."""
+  setup = train.Trainer.setup
+
+  def setup_then_signal(self, *args, **kwargs):
+    out = setup(self, *args, **kwargs)
+    signal.raise_signal(sig)
+    return out
+
+  monkeypatch.setattr(train.Trainer, "setup", setup_then_signal)
+  before = signal.getsignal(sig)
+  result = train.run(make_config(stages__mle__num_steps=8), str(tmp_path))
+  assert result["stopped"] and result["signal"] == sig.name and result["step"] == 1
+  assert os.listdir(tmp_path / "checkpoints") == ["1"]
+  assert signal.getsignal(sig) is before
 
 
 def test_incompatible_config_is_refused_without_touching_workdir(tmp_path):

@@ -121,6 +121,8 @@ def main(argv):
     _fail(f"{e.strerror or e}{where}; free space or fix permissions and rerun the same command "
           "(it resumes from the last checkpoint)")
   print("final: " + json.dumps(result, sort_keys=True))
+  if result.get("signal") == "SIGINT":
+    sys.exit(130)  # saved and stopped by Ctrl-C: the shell's status of an interrupted command
 
 
 def _initialize_distributed(config, join: bool = True) -> None:

@@ -12,7 +12,8 @@ Reliability (docs/reliability.md):
   with the same command ends bit-identical to an uninterrupted run: orbax only
   renames a checkpoint into place once it is complete, and log rows written
   after the restored step (a torn last line included) are dropped and redone.
-* SIGTERM (preemption) saves a checkpoint and returns; the CLI exits 0.
+* SIGTERM (preemption) or SIGINT (Ctrl-C) saves a checkpoint and returns; the CLI exits 0
+  after SIGTERM, 130 after SIGINT (as an interrupted command does).
 * Non-finite guard: inside the jitted step, an update whose metrics or new
   parameters / optimizer / extra state hold a NaN or inf is not applied (the
   old state is kept, ``step + 1``). The host learns of it at the next log or
@@ -66,26 +67,39 @@ from vedgan.writers import MetricWriter
 
 
 class _StopFlag:
-  """Set by SIGTERM (preemption notice): the loop checkpoints and returns."""
+  """Set by SIGTERM (preemption notice) or SIGINT (Ctrl-C): the loop checkpoints and returns.
+
+  ``name`` is the first signal's name. A second SIGINT while the checkpoint is being
+  written raises ``KeyboardInterrupt`` (the unfinished checkpoint folder is left as a
+  temporary one that no reader takes and the next run removes).
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self.name = ""
+    self._previous = {}
 
   def __enter__(self):
     try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for sig in self.SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
     except ValueError:  # not the main thread: no signal handling
-      self._previous = None
+      self._previous = {}
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    if not self.requested:
+      self.name = signal.Signals(signum).name
     self.requested = True
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
 
 
 def check_workdir(workdir: str) -> str:
@@ -426,8 +440,8 @@ class Trainer:
         if early:
           break
         if stopping and self.step < self.total_steps:
-          self._print(f"SIGTERM: checkpoint saved at step {self.step}; rerun the same command "
-                      "to resume")
+          self._print(f"{stop.name or 'stopped by another process'}: checkpoint saved at "
+                      f"step {self.step}; rerun the same command to resume")
           stopped = True
           break
     bar.close()
@@ -436,6 +450,7 @@ class Trainer:
     self.checkpointer.wait()
     self.writer.flush()
     return {"step": self.step, "stopped": stopped, "validation": last_eval,
+            **({"signal": stop.name or "remote"} if stopped else {}),
             **selection_lib.result(self, early)}
 
   def close(self) -> None:
@@ -564,11 +579,12 @@ def _check_finite(scalars: dict[str, float], step: int, stage: str) -> None:
 def run(config, workdir: str) -> dict[str, Any]:
   """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint).
 
-  Returns ``{"step", "stopped", "validation": {...}}`` (+ ``"selection"`` with select_by).
+  Returns ``{"step", "stopped", "validation": {...}}`` (+ ``"signal"``: SIGTERM, SIGINT or
+  "remote" when a signal stopped it, ``"selection"`` with select_by).
   """
   workdir = check_workdir(workdir)
   trainer = Trainer(config, workdir)
-  with _StopFlag() as stop:  # a SIGTERM during setup stops after the first call
+  with _StopFlag() as stop:  # a SIGTERM/SIGINT during setup stops after the first call
     try:
       trainer.setup()
       return trainer.train(stop)
