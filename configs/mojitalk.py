@@ -189,8 +189,7 @@ def _medium(c) -> None:
   c.data.name = "chitchat"
   c.data.labels = "lexicon"
   c.data.num_labels = 8
-  c.data.label_names = ("neutral", "very negative", "negative", "mixed", "mildly positive",
-                        "positive", "very positive", "extremely positive")
+  c.data.label_names = ()             # the stand-in classes' names (data.LEXICON_LABEL_NAMES)
   c.data.max_context_len = 32
   c.data.max_response_len = 24
   c.data.buckets = (32,)              # one padded shape: one compilation per step function

@@ -485,6 +485,37 @@ def test_resuming_a_damaged_workdir(kind, fragments, trained, trained_copy, monk
   assert snapshot(trained_copy) == before
 
 
+@pytest.mark.parametrize("edit, fragment", [
+    ("a_word_changed", "data_hash="),         # same number of pairs, other content
+    ("pairs_removed", "num_examples="),
+])
+def test_resuming_on_changed_data_files(edit, fragment, trained, trained_copy, tmp_path,
+                                        monkeypatch, capsys):
+  """The checkpoint's data position belongs to the encoded examples it was trained on: the
+  same command on an edited file is one line before anything is written, not a run that
+  silently continues on other data."""
+  rows = GOOD_ROWS.splitlines(keepends=True)
+  if edit == "a_word_changed":
+    # "fine" -> "good" in the training pairs that stay in the training split (a pair's split
+    # is a hash of its text), so that only the content differs, not the number of pairs
+    def split(row):
+      return custom._in_validation(row.rstrip("\n"), 20)  # pylint: disable=protected-access
+    edited = [r.replace("fine", "good") for r in rows]
+    rows = [e if not split(r) and not split(e) else r for r, e in zip(rows, edited)]
+    assert rows != GOOD_ROWS.splitlines(keepends=True)
+  else:
+    del rows[:10]
+  data = tmp_path / "pairs.tsv"
+  data.write_bytes("".join(rows).encode() + BAD_ROWS)
+  before = snapshot(trained_copy)
+  code, _, err = cli(["--config", "configs/seq2seq.py:demo", "--workdir", trained_copy]
+                     + tiny_flags(str(data)), monkeypatch, capsys)
+  line = assert_one_error_line(code, err, "the training data differ from the data checkpoint",
+                               fragment, "restore the original data files")
+  assert trained_copy in line
+  assert snapshot(trained_copy) == before
+
+
 @pytest.mark.parametrize("kind,fragments", [
     ("array_file_truncated", ["is damaged or incomplete", "delete that folder"]),
     ("array_file_removed", ["is damaged or incomplete", "NOT_FOUND"]),

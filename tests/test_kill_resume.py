@@ -2,7 +2,8 @@
 (mid-step, while a checkpoint is being written, during start-up) and restarted with the same
 command ends bit-identical to an uninterrupted run: every leaf of the TrainState (all
 networks, optimizer states, baselines, replay corpus, counters, RNG), the data position and
-the logged rows. One objective per family: the seq2seq baseline, a latent model (MojiTalk's
+the logged rows (two steps per row, so that most kills and checkpoints fall inside a log
+window, whose rows the checkpoint carries). One objective per family: the seq2seq baseline, a latent model (MojiTalk's
 CVAE), an RL objective (HappyBot: REINFORCE with its learned baseline) and a GAN (top-k GAN:
 two networks and the replay corpus, with a SIGTERM preemption as well).
 
@@ -21,7 +22,7 @@ from conftest import restore_numpy_state, tiny_overrides
 import killharness as kh
 
 _SHORT = {"train.eval_every": 100_000, "train.eval_batches": 1, "train.num_samples": 0,
-          "train.progress": False, "train.log_every": 1, "train.eval_batch_size": 16,
+          "train.progress": False, "train.log_every": 2, "train.eval_batch_size": 16,
           "train.batch_size": 8}
 
 CASES = {

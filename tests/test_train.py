@@ -82,6 +82,45 @@ def test_signal_during_setup_saves_after_the_first_step(tmp_path, monkeypatch, s
   assert signal.getsignal(sig) is before
 
 
+def test_rows_after_a_resume_between_log_steps_match_an_uninterrupted_run(tmp_path,
+                                                                          monkeypatch):
+  """With log_every=4, a run stopped (SIGTERM) and saved at step 1 resumes with the rows of
+  its unfinished window: its rows at steps 4 and 8 average the same steps, to the same
+  values, as an uninterrupted run's."""
+  config = make_config(stages__mle__num_steps=8, train__log_every=4, model__dropout=0.2)
+  train.run(config, str(tmp_path / "a"))
+  setup = train.Trainer.setup
+
+  def setup_then_sigterm(self, *args, **kwargs):
+    setup(self, *args, **kwargs)
+    signal.raise_signal(signal.SIGTERM)
+
+  with monkeypatch.context() as m:
+    m.setattr(train.Trainer, "setup", setup_then_sigterm)
+    assert train.run(config, str(tmp_path / "b"))["step"] == 1
+  assert train.run(config, str(tmp_path / "b"))["step"] == 8
+
+  def rows(d):
+    return [{k: v for k, v in json.loads(l).items() if "per_sec" not in k}
+            for l in open(tmp_path / d / "metrics.jsonl")]
+  assert [r["step"] for r in rows("b") if r["split"] == "train"] == [4, 8]
+  assert rows("a") == rows("b")
+
+
+def test_resuming_with_another_batch_size_is_refused(tmp_path):
+  """The data position and random streams count batches: a resumed run with another batch
+  size would not continue the same run, so it is a one-line error before anything is
+  written; evaluation batch sizes may change."""
+  train.run(make_config(stages__mle__num_steps=2), str(tmp_path))
+  before = sorted(os.listdir(tmp_path)), open(tmp_path / "metrics.jsonl").read()
+  with pytest.raises(CheckpointError, match=r"train\.batch_size: 8 -> 16.*original settings"):
+    train.run(make_config(stages__mle__num_steps=4, train__batch_size=16), str(tmp_path))
+  assert (sorted(os.listdir(tmp_path)), open(tmp_path / "metrics.jsonl").read()) == before
+  result = train.run(make_config(stages__mle__num_steps=4, train__eval_batch_size=8),
+                     str(tmp_path))
+  assert result["step"] == 4
+
+
 def test_incompatible_config_is_refused_without_touching_workdir(tmp_path):
   train.run(make_config(stages__mle__num_steps=2), str(tmp_path))
   before = _tree_snapshot(tmp_path)

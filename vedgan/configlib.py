@@ -29,6 +29,10 @@ MACHINE_LOCAL_DATA_FIELDS = ("data_dir", "manual_dir", "path")
 # Model fields that change how the same parameters are computed, not what they are:
 # a run may be resumed with other values (e.g. bf16 compute on a TPU after a CPU start).
 COMPUTE_ONLY_MODEL_FIELDS = ("dtype", "unroll", "remat", "loss_chunk")
+# Fields outside those sections that a run cannot be resumed with other values of: the
+# data position and the random streams are counted in batches of this size, so another
+# size would silently continue a different run.
+RESUME_FIXED_FIELDS = ("train.batch_size",)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -248,7 +252,8 @@ def _check_dropout(section, prefix: str) -> None:
 
 
 def structural_diff(saved: dict, current: dict) -> list[str]:
-  """Dotted keys in :data:`STRUCTURAL_SECTIONS` whose values differ between two config dicts.
+  """Dotted keys in :data:`STRUCTURAL_SECTIONS` (and :data:`RESUME_FIXED_FIELDS`) whose values
+  differ between two config dicts.
 
   A key the saved config lacks (a field added to vedgan after the run started)
   is not a difference, nor are :data:`COMPUTE_ONLY_MODEL_FIELDS`; checkpoint
@@ -272,4 +277,9 @@ def structural_diff(saved: dict, current: dict) -> list[str]:
       a = {k: v for k, v in a.items() if k not in MACHINE_LOCAL_DATA_FIELDS}
       b = {k: v for k, v in b.items() if k not in MACHINE_LOCAL_DATA_FIELDS}
     walk(a, b, section)
+  for dotted in RESUME_FIXED_FIELDS:
+    section, field = dotted.split(".")
+    a, b = saved.get(section, {}).get(field, "<missing>"), current.get(section, {}).get(field)
+    if a != b and a != "<missing>":
+      diffs.append(f"{dotted}: {a!r} -> {b!r}")
   return diffs

@@ -44,9 +44,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -58,91 +56,14 @@ from tqdm import tqdm
 
 from vedgan import configlib, parallel, plots, selection as selection_lib, steps as steps_lib
 from vedgan import workdir_lock
+from vedgan.stopping import StopFlag
+from vedgan.workdir_checks import check_compatible, check_workdir  # noqa: F401 (re-exported)
 from vedgan.checkpoint import Checkpointer, write_json_atomic
 from vedgan.data import inputs as inputs_lib
 from vedgan.errors import CheckpointError, ConfigError, VedganError
 from vedgan.objective import get_objective_class
 from vedgan.plan import Plan, StageSpan
 from vedgan.writers import MetricWriter
-
-
-class _StopFlag:
-  """Set by SIGTERM (preemption notice) or SIGINT (Ctrl-C): the loop checkpoints and returns.
-
-  ``name`` is the first signal's name. A second SIGINT while the checkpoint is being
-  written raises ``KeyboardInterrupt`` (the unfinished checkpoint folder is left as a
-  temporary one that no reader takes and the next run removes).
-  """
-
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-  def __init__(self):
-    self.requested = False
-    self.name = ""
-    self._previous = {}
-
-  def __enter__(self):
-    try:
-      for sig in self.SIGNALS:
-        self._previous[sig] = signal.signal(sig, self._handle)
-    except ValueError:  # not the main thread: no signal handling
-      self._previous = {}
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.requested and signum == signal.SIGINT:
-      raise KeyboardInterrupt
-    if not self.requested:
-      self.name = signal.Signals(signum).name
-    self.requested = True
-
-  def __exit__(self, *exc):
-    for sig, previous in self._previous.items():
-      signal.signal(sig, previous)
-
-
-def check_workdir(workdir: str) -> str:
-  """Absolute workdir path; a one-line error unless it is (or can be made) a writable folder.
-
-  Writability is probed by creating and removing a temporary file in the workdir
-  (or its nearest existing ancestor), which also catches read-only file systems
-  and runs as root.
-  """
-  if not str(workdir).strip():  # "" would train into the current directory
-    raise ConfigError("--workdir is empty; give the run's folder, e.g. --workdir /tmp/vedgan-run")
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  probe_dir = workdir
-  while not os.path.exists(probe_dir):
-    probe_dir = os.path.dirname(probe_dir)
-  if not os.path.isdir(probe_dir):
-    raise ConfigError(f"--workdir {workdir} cannot be created: {probe_dir} is not a directory; "
-                      "choose another path")
-  try:
-    fd, probe = tempfile.mkstemp(prefix=".vedgan-probe-", dir=probe_dir)
-    os.close(fd)
-    os.remove(probe)
-  except OSError as e:
-    raise ConfigError(f"--workdir {workdir} is not writable ({e.strerror} in {probe_dir}); "
-                      "choose a directory you can write to") from None
-  return workdir
-
-
-def check_compatible(config_dict: dict, workdir: str) -> None:
-  """A workdir started with another model/data/tokenizer config cannot be resumed."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  try:
-    with open(path, encoding="utf-8") as f:
-      saved = json.load(f)
-  except (OSError, ValueError) as e:
-    raise CheckpointError(f"{path} is unreadable ({e}); use a new --workdir") from None
-  diffs = configlib.structural_diff(saved, config_dict)
-  if diffs:
-    shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
-    raise CheckpointError(f"--workdir {workdir} was started with a different config ({shown}); "
-                          "use a new --workdir or the original settings")
 
 
 class Trainer:
@@ -193,6 +114,7 @@ class Trainer:
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                      int(config.train.max_checkpoints), read_only=not write)
     self.step, self.best_checkpointer = 0, None
+    self._window: list[dict] = []  # pending-log entries of the unfinished log window
     source, latest = self.checkpointer, self.checkpointer.latest_step()
     if restore is not None and not write:  # a reader's --checkpoint best|<step>
       source = self.best_checkpointer = Checkpointer(restore[0], read_only=True)
@@ -207,7 +129,11 @@ class Trainer:
       self.state, meta = source.restore(latest, self.state)
       selection_lib.restore(self, meta, f"{source.directory}/{latest}")  # best so far
       self.step = int(meta["step"])
-      self.inputs.set_state(meta["data_state"])
+      try:
+        self.inputs.set_state(meta["data_state"])
+      except ValueError as e:
+        raise CheckpointError(_data_state_message(e, f"{source.directory}/{latest}")) from None
+      self._window = _window_from_meta(meta.get("log_window", []))
       if write:
         self._trim_logs(self.step)
       logging.info("resumed from step %d", self.step)
@@ -378,13 +304,13 @@ class Trainer:
   def checkpoint_meta(self) -> dict[str, Any]:
     return {"step": self.step, "data_state": self.inputs.get_state(),
             "tokenizer_fingerprint": self.inputs.tokenizer.fingerprint,
-            **selection_lib.meta(self)}
+            "log_window": _window_to_meta(self._window), **selection_lib.meta(self)}
 
   def save(self) -> None:
     self.checkpointer.save(self.step, self.state, self.checkpoint_meta())
 
   # -- the loop -----------------------------------------------------------------
-  def train(self, stop: "_StopFlag | None" = None) -> dict[str, Any]:
+  def train(self, stop: "StopFlag | None" = None) -> dict[str, Any]:
     """The training loop from ``self.step`` to the end (or to a SIGTERM: ``stop`` is the
     flag :func:`run` installed before :meth:`setup`; by default one is installed here)."""
     cfg = self.config.train
@@ -394,12 +320,15 @@ class Trainer:
     bar = tqdm(total=self.total_steps, initial=self.step, disable=not (cfg.progress and
                                                                        self.is_chief),
                dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
-    pending: list[dict] = []  # per call: outputs still on the devices, then host rows
+    # per call: outputs still on the devices, then host rows; a run resumed between two log
+    # steps starts with the rows of the window its checkpoint was saved in, so that its
+    # next row averages the same steps as an uninterrupted run's
+    pending: list[dict] = self._window
     tokens, t0 = 0.0, time.perf_counter()
     stopped = False
     early = selection_lib.stops_early(self)  # at step 0, or resumed after an early stop
     per_call = int(cfg.steps_per_call)
-    with (contextlib.nullcontext(stop) if stop is not None else _StopFlag()) as stop:
+    with (contextlib.nullcontext(stop) if stop is not None else StopFlag()) as stop:
       while self.step < self.total_steps and not early:
         span = self.plan.span_at(self.step)
         name = span.step_name(self.step)
@@ -433,6 +362,7 @@ class Trainer:
           stopping = (self.step % cfg.log_every == 0 or stage_end) and _any_process(stopping)
         if self.step % cfg.checkpoint_every == 0 or stage_end or stopping or early:
           self._checked_rows(pending)  # a skipped step under "stop" ends the run unsaved
+          self._window = pending
           self.save()
         if stage_end and self.is_chief:
           plots.stage_end(self.workdir, self.objective, self.state, self.inputs, span.name,
@@ -584,12 +514,35 @@ def run(config, workdir: str) -> dict[str, Any]:
   """
   workdir = check_workdir(workdir)
   trainer = Trainer(config, workdir)
-  with _StopFlag() as stop:  # a SIGTERM/SIGINT during setup stops after the first call
+  with StopFlag() as stop:  # a SIGTERM/SIGINT during setup stops after the first call
     try:
       trainer.setup()
       return trainer.train(stop)
     finally:
       trainer.close()
+
+
+def _data_state_message(error: ValueError, checkpoint: str) -> str:
+  """One line for a data position that does not fit this run's data (set_state's check)."""
+  text = str(error)
+  if "num_examples" in text or "data_hash" in text:
+    return (f"the training data differ from the data checkpoint {checkpoint} was trained on "
+            f"({text.split(' but ')[0].replace('iterator state has ', 'then ')}); restore the "
+            "original data files (or their preparation) or use a new --workdir")
+  return (f"checkpoint {checkpoint} cannot continue this run's data position ({text}); use the "
+          "original settings or a new --workdir")
+
+
+def _window_to_meta(entries: list[dict]) -> list[dict]:
+  """The host rows of an unfinished log window as JSON (non-finite values as strings)."""
+  return [dict(r, metrics={k: v if np.isfinite(v) else repr(v) for k, v in r["metrics"].items()})
+          for e in entries for r in e["rows"]]
+
+
+def _window_from_meta(rows: list[dict]) -> list[dict]:
+  """Pending-log entries of :func:`_window_to_meta`'s rows."""
+  rows = [dict(r, metrics={k: float(v) for k, v in r["metrics"].items()}) for r in rows]
+  return [{"rows": rows, "out": None}] if rows else []
 
 
 def dry_run(config, workdir: str) -> str:

@@ -60,6 +60,7 @@ truncated and counted.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -223,6 +224,16 @@ def _layout_dialogues(enc: EncodedDialogues, buckets, response_buckets,
 # -- the iterator -------------------------------------------------------------------
 
 
+def _content_hash(arrays: dict) -> str:
+  """16 hex digits of sha256 over the named arrays (names, dtypes, shapes and bytes)."""
+  h = hashlib.sha256()
+  for name in sorted(arrays):
+    a = np.ascontiguousarray(arrays[name])
+    h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()[:16]
+
+
 class BatchIterator:
   """Infinite (or one-pass) iterator of bucketed, per-process batches.
 
@@ -321,6 +332,7 @@ class BatchIterator:
     self._layout = layout
 
     self._num_examples = num
+    self._data_hash = _content_hash(layout.arrays)
     self._global_batch_size = int(global_batch_size)
     self._process_index = int(process_index)
     self._process_count = int(process_count)
@@ -386,13 +398,14 @@ class BatchIterator:
   # -- state -----------------------------------------------------------------
   def get_state(self) -> dict:
     """JSON-serialisable position: the next batch is batch ``position`` of
-    epoch ``epoch``. Also records ``num_examples``, ``global_batch_size`` and
-    ``seed``, which :meth:`set_state` checks when present."""
+    epoch ``epoch``. Also records ``num_examples``, ``data_hash`` (of the
+    encoded examples), ``global_batch_size`` and ``seed``, which
+    :meth:`set_state` checks when present."""
     epoch, position = self._epoch, self._position
     if self._repeat and position >= self._num_batches:
       epoch, position = epoch + 1, 0
     return {"epoch": int(epoch), "position": int(position),
-            "num_examples": self._num_examples,
+            "num_examples": self._num_examples, "data_hash": self._data_hash,
             "global_batch_size": self._global_batch_size, "seed": self._seed}
 
   def set_state(self, state: dict) -> None:
@@ -404,9 +417,10 @@ class BatchIterator:
         or its position is out of range.
     """
     for key, mine in (("num_examples", self._num_examples),
+                      ("data_hash", self._data_hash),
                       ("global_batch_size", self._global_batch_size),
                       ("seed", self._seed)):
-      if key in state and int(state[key]) != mine:
+      if key in state and str(state[key]) != str(mine):
         raise ValueError(f"iterator state has {key}={state[key]} but this "
                          f"iterator has {mine}; cannot resume")
     epoch, position = int(state["epoch"]), int(state["position"])
