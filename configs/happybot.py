@@ -155,8 +155,8 @@ def _medium(c) -> None:
   c.model.hidden = 128
   c.model.classifier.embed_dim = 96
   c.model.classifier.hidden = 96
-  c.train.update(batch_size=64, eval_batch_size=128, eval_every=500, eval_batches=8,
-                 checkpoint_every=500, log_every=50)
+  c.train.update(batch_size=64, eval_batch_size=128, eval_every=250, eval_batches=8,
+                 checkpoint_every=250, log_every=50)
   classifier, predictor, mle, rl = MEDIUM_STEPS
   c.stages.classifier.num_steps = classifier
   c.stages.classifier.learning_rate = 1e-3
@@ -171,4 +171,4 @@ def _medium(c) -> None:
 
 
 #: Steps of the medium stages classifier, predictor, mle (or multiseq), rl.
-MEDIUM_STEPS = (600, 600, 3000, 1000)
+MEDIUM_STEPS = (300, 300, 1500, 500)

@@ -186,5 +186,5 @@ def _medium(c) -> None:
     c.train.update(select_by="perplexity", select_mode="min")
 
 
-MEDIUM_GAN_STEPS = 6000                  # 3,000 iterations of Algorithm 1
-MEDIUM_LM_STEPS = 3000
+MEDIUM_GAN_STEPS = 4000                  # 2,000 iterations of Algorithm 1
+MEDIUM_LM_STEPS = 2000

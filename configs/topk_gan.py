@@ -182,7 +182,7 @@ def _medium(c):
 
 
 #: Medium MLE pretraining steps and global iterations of Algorithm 1.
-MEDIUM_SCHEDULE = (2_000, 20)
+MEDIUM_SCHEDULE = (1_200, 20)
 
 
 def _mle_only(c):
