@@ -10,7 +10,8 @@ import pytest
 from conftest import make_config
 from vedgan import eval_suites, oracle, train
 from vedgan.data import oracle_data, sources
-from vedgan.data.tokenizer import IdentityTokenizer, load_tokenizer
+from vedgan.data.identity_tokenizer import IdentityTokenizer
+from vedgan.data.tokenizer import load_tokenizer
 from vedgan.errors import ConfigError
 
 

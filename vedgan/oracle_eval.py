@@ -12,7 +12,7 @@ adds these to the validation row of ``metrics.jsonl``):
 * ``nll_oracle_data``: ``nll_oracle`` of fresh oracle samples (the entropy floor; computed
   once per run with a fixed seed);
 * ``model_special_mass``: the mean probability the model puts on its six special ids
-  (:class:`vedgan.data.tokenizer.IdentityTokenizer`) along the sampled prefixes.
+  (:class:`vedgan.data.identity_tokenizer.IdentityTokenizer`) along the sampled prefixes.
 
 Model samples are drawn from the model's softmax restricted to the oracle's ``V`` tokens
 (the specials, e.g. an early ``<blank>``, are no oracle token; ``model_special_mass``
@@ -34,7 +34,7 @@ import numpy as np
 
 from vedgan import oracle
 from vedgan.data import oracle_data
-from vedgan.data.tokenizer import IdentityTokenizer
+from vedgan.data.identity_tokenizer import IdentityTokenizer
 from vedgan.errors import ConfigError
 from vedgan.nn import gan
 

@@ -18,7 +18,8 @@ import numpy as np
 from absl import logging
 
 from vedgan.data import pipeline, sources
-from vedgan.data.tokenizer import (IdentityTokenizer, Tokenizer, load_tokenizer, tokenizer_exists,
+from vedgan.data.identity_tokenizer import IdentityTokenizer
+from vedgan.data.tokenizer import (Tokenizer, load_tokenizer, tokenizer_exists,
                                    train_sentencepiece, train_word_vocab)
 from vedgan.errors import CheckpointError, ConfigError, DataError
 

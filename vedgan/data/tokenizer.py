@@ -256,10 +256,12 @@ def tokenizer_exists(directory) -> bool:
   """Whether ``directory`` holds a saved tokenizer of either kind."""
   directory = os.fspath(directory)
   return (os.path.isfile(os.path.join(directory, MODEL_FILENAME)) or
-          os.path.isfile(os.path.join(directory, VOCAB_FILENAME)) or _is_identity(directory))
+          os.path.isfile(os.path.join(directory, VOCAB_FILENAME)) or
+          identity_tokenizer.is_identity(directory))
 
 
-def load_tokenizer(directory) -> Union["Tokenizer", "WordTokenizer", "IdentityTokenizer"]:
+def load_tokenizer(directory) -> Union["Tokenizer", "WordTokenizer",
+                                      "identity_tokenizer.IdentityTokenizer"]:
   """Loads the tokenizer saved by ``save`` in ``directory`` (either kind).
 
   ``tokenizer.model`` means SentencePiece, ``tokenizer.vocab`` (+
@@ -276,8 +278,8 @@ def load_tokenizer(directory) -> Union["Tokenizer", "WordTokenizer", "IdentityTo
       return Tokenizer(f.read())
   if os.path.isfile(os.path.join(directory, VOCAB_FILENAME)):
     return WordTokenizer.load(directory)
-  if _is_identity(directory):
-    return IdentityTokenizer.load(directory)
+  if identity_tokenizer.is_identity(directory):
+    return identity_tokenizer.IdentityTokenizer.load(directory)
   raise FileNotFoundError(f"no tokenizer at {path} (train one with "
                           "train_sentencepiece(...) or train_word_vocab(...) "
                           "and .save(directory))")
@@ -574,108 +576,5 @@ def train_word_vocab(texts: Iterable[str], vocab_size: int,
 SentencePieceTokenizer = Tokenizer
 
 
-# -- identity on ids (the synthetic oracle, issue 18) ------------------------------------------
-
-IDENTITY_KIND = "identity"
-
-
-class IdentityTokenizer(SpecialIds):
-  """Texts of token ids: ``"17 4051 3"`` <-> ids, for the SeqGAN/Texygen oracle corpus.
-
-  The oracle's ``V`` tokens are the texts ``"0" .. "V-1"``. The models still need the six
-  fixed special ids (``<s>`` as the first input, ``<blank>`` as the end and padding of the
-  sentence objectives; :mod:`vedgan.data.pipeline` writes ``pad = 0``, ``bos = 2``, ``eos
-  = 3`` itself), so token ``k`` is model id ``k + OFFSET`` (``OFFSET = 6``) and ids 0-5 are
-  the specials as in every vedgan tokenizer: ``vocab_size = V + 6``. No special is ever
-  added to a sequence's text; :meth:`encode` and :meth:`decode` are the identity on the
-  oracle's ids, shifted by ``OFFSET``. A sequence of ``T`` tokens is encoded at
-  ``data.max_len = T + 1`` (the models' final blank).
-
-  Attributes:
-    vocab_size: ``V + 6`` (``config.tokenizer.vocab_size``, total ids as for every kind).
-    num_tokens: ``V``.
-  """
-
-  model_type = IDENTITY_KIND
-  OFFSET = len(_SPECIAL_PIECES)
-
-  def __init__(self, vocab_size: int):
-    if int(vocab_size) <= self.OFFSET:
-      raise ValueError(f"tokenizer.vocab_size={vocab_size} must exceed the {self.OFFSET} special "
-                       "ids (identity kind: V + 6)")
-    self.vocab_size = int(vocab_size)
-    self.num_tokens = self.vocab_size - self.OFFSET
-
-  @property
-  def user_symbols(self) -> dict[str, int]:
-    return {EOU_PIECE: EOU_ID, BLANK_PIECE: BLANK_ID}
-
-  @property
-  def fingerprint(self) -> str:
-    return hashlib.sha256(json.dumps(
-        {"kind": IDENTITY_KIND, "vocab_size": self.vocab_size}).encode()).hexdigest()
-
-  def encode(self, text: str) -> list[int]:
-    """``"17 4"`` -> ``[23, 10]`` (each id + 6).
-
-    Raises:
-      ValueError: for a word that is not an id in ``[0, V)``.
-    """
-    out = []
-    for word in str(text).split():
-      if not word.isdigit() or int(word) >= self.num_tokens:
-        raise ValueError(f"identity tokenizer: {word!r} is not a token id in [0, {self.num_tokens})")
-      out.append(int(word) + self.OFFSET)
-    return out
-
-  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-    return [self.encode(t) for t in texts]
-
-  def decode(self, ids) -> str:
-    """ids -> the tokens' ids joined by spaces (stops at ``eos_id``, drops pad/bos; other
-    specials as their pieces)."""
-    return " ".join(self.id_to_piece(i) for i in content_ids(ids, self.vocab_size))
-
-  def id_to_piece(self, i) -> str:
-    i = int(i)
-    return _SPECIAL_PIECES[i] if i < self.OFFSET else str(i - self.OFFSET)
-
-  def piece_to_id(self, piece: str) -> int:
-    for i, p in _SPECIAL_PIECES.items():
-      if p == piece:
-        return i
-    if piece.isdigit() and int(piece) < self.num_tokens:
-      return int(piece) + self.OFFSET
-    return UNK_ID
-
-  def meta(self) -> dict:
-    return {"kind": IDENTITY_KIND, "vocab_size": self.vocab_size, "model_type": IDENTITY_KIND,
-            "offset": self.OFFSET, "fingerprint": self.fingerprint,
-            "pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
-            "eou_id": EOU_ID, "blank_id": BLANK_ID}
-
-  def save(self, directory) -> None:
-    """Writes ``directory/tokenizer.json`` (all it needs)."""
-    directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    _atomic_write(os.path.join(directory, META_FILENAME),
-                  (json.dumps(self.meta(), indent=2, sort_keys=True) + "\n").encode("utf-8"))
-
-  @classmethod
-  def load(cls, directory) -> "IdentityTokenizer":
-    with open(os.path.join(os.fspath(directory), META_FILENAME), encoding="utf-8") as f:
-      return cls(int(json.load(f)["vocab_size"]))
-
-  def __repr__(self) -> str:
-    return f"IdentityTokenizer(vocab_size={self.vocab_size})"
-
-
-def _is_identity(directory: str) -> bool:
-  path = os.path.join(directory, META_FILENAME)
-  if not os.path.isfile(path):
-    return False
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f).get("kind") == IDENTITY_KIND
-  except (OSError, ValueError):
-    return False
+# The identity kind (the synthetic oracle) builds on the classes above.
+from vedgan.data import identity_tokenizer  # noqa: E402  pylint: disable=wrong-import-position
