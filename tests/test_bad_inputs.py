@@ -514,6 +514,16 @@ def test_resuming_on_changed_data_files(edit, fragment, trained, trained_copy, t
                                fragment, "restore the original data files")
   assert trained_copy in line
   assert snapshot(trained_copy) == before
+  # Readers (evaluate, sample, chat) do not continue the data position: they still open it.
+  config = make_config(stages__mle__num_steps=TRAINED_STEP, train__num_samples=0,
+                       **{k.replace(".", "__"): v for k, v in tsv_overrides(data).items()})
+  reader = train.Trainer(config, trained_copy)
+  try:
+    reader.setup(write=False)
+    assert reader.step == TRAINED_STEP
+  finally:
+    reader.close()
+  assert snapshot(trained_copy) == before
 
 
 @pytest.mark.parametrize("kind,fragments", [

@@ -63,23 +63,30 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_during_setup_saves_after_the_first_step(tmp_path, monkeypatch, sig):
-  """A signal that arrives while the run sets up (data, tokenizer, compilation) is not lost:
-  the loop stops after its first call, saves, and says which signal; the handlers that were
-  installed before the run are back afterwards."""
+def test_signal_during_setup_stops_at_once_and_the_run_starts_later(tmp_path, monkeypatch,
+                                                                     capsys, sig):
+  """A signal while the run sets up (data preparation, tokenizer, compilation: minutes, or a
+  hang) interrupts the setup at once, not after it: nothing is trained or checkpointed, one
+  line says so, and the handlers installed before the run are back. The same run later
+  trains normally."""
   setup = train.Trainer.setup
+  reached = []
 
-  def setup_then_signal(self, *args, **kwargs):
-    out = setup(self, *args, **kwargs)
-    signal.raise_signal(sig)
-    return out
+  def setup_with_signal(self, *args, **kwargs):
+    signal.raise_signal(sig)          # as if it arrived while the data were being prepared
+    reached.append(True)              # not reached: the handler interrupts setup here
+    return setup(self, *args, **kwargs)
 
-  monkeypatch.setattr(train.Trainer, "setup", setup_then_signal)
   before = signal.getsignal(sig)
-  result = train.run(make_config(stages__mle__num_steps=8), str(tmp_path))
-  assert result["stopped"] and result["signal"] == sig.name and result["step"] == 1
-  assert os.listdir(tmp_path / "checkpoints") == ["1"]
+  with monkeypatch.context() as m:
+    m.setattr(train.Trainer, "setup", setup_with_signal)
+    result = train.run(make_config(stages__mle__num_steps=4), str(tmp_path))
+  assert not reached
+  assert result == {"step": 0, "stopped": True, "signal": sig.name, "validation": {}}
+  assert f"{sig.name} during setup: stopped before training" in capsys.readouterr().out
+  assert not (tmp_path / "checkpoints").exists()
   assert signal.getsignal(sig) is before
+  assert train.run(make_config(stages__mle__num_steps=4), str(tmp_path))["step"] == 4
 
 
 def test_rows_after_a_resume_between_log_steps_match_an_uninterrupted_run(tmp_path,
@@ -89,14 +96,15 @@ def test_rows_after_a_resume_between_log_steps_match_an_uninterrupted_run(tmp_pa
   values, as an uninterrupted run's."""
   config = make_config(stages__mle__num_steps=8, train__log_every=4, model__dropout=0.2)
   train.run(config, str(tmp_path / "a"))
-  setup = train.Trainer.setup
+  run_steps = train.Trainer._run_steps  # pylint: disable=protected-access
 
-  def setup_then_sigterm(self, *args, **kwargs):
-    setup(self, *args, **kwargs)
-    signal.raise_signal(signal.SIGTERM)
+  def steps_then_sigterm(self, *args, **kwargs):
+    out = run_steps(self, *args, **kwargs)
+    signal.raise_signal(signal.SIGTERM)   # after the first step: a preemption mid-window
+    return out
 
   with monkeypatch.context() as m:
-    m.setattr(train.Trainer, "setup", setup_then_sigterm)
+    m.setattr(train.Trainer, "_run_steps", steps_then_sigterm)
     assert train.run(config, str(tmp_path / "b"))["step"] == 1
   assert train.run(config, str(tmp_path / "b"))["step"] == 8
 

@@ -1,24 +1,34 @@
 """Stop signals of a training run: SIGTERM (preemption notice) and SIGINT (Ctrl-C).
 
-:class:`StopFlag` is installed before a run's setup; the training loop polls it after
-each call, then checkpoints and returns (:func:`vedgan.train.run`). The CLI exits 0 after
-SIGTERM and 130 after SIGINT.
+:class:`StopFlag` is installed before a run's setup (:func:`vedgan.train.run`). During
+setup (data preparation, tokenizer training, restoring, compiling) a signal interrupts it at
+once (:class:`SetupInterrupted`): there is nothing new to save, and a setup can take
+minutes or hang. During training the loop polls the flag after each call, then
+checkpoints and returns. The CLI exits 0 after SIGTERM and 130 after SIGINT.
 """
 import signal
 
 
-class StopFlag:
-  """Set by SIGTERM (preemption notice) or SIGINT (Ctrl-C): the loop checkpoints and returns.
+class SetupInterrupted(BaseException):
+  """Raised by :class:`StopFlag` for a signal during setup (a ``BaseException``, like
+  ``KeyboardInterrupt``, so that no ``except Exception`` in library code swallows it)."""
 
-  ``name`` is the first signal's name. A second SIGINT while the checkpoint is being
-  written raises ``KeyboardInterrupt`` (the unfinished checkpoint folder is left as a
-  temporary one that no reader takes and the next run removes).
+
+class StopFlag:
+  """Set by SIGTERM (preemption notice) or SIGINT (Ctrl-C).
+
+  While ``in_setup`` is True a signal raises :class:`SetupInterrupted`; afterwards it sets
+  ``requested`` and the loop checkpoints and returns. ``name`` is the first signal's name.
+  A second SIGINT while the checkpoint is being written raises ``KeyboardInterrupt`` (the
+  unfinished checkpoint folder is left as a temporary one that no reader takes and the next
+  run removes).
   """
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.requested = False
+    self.in_setup = False
     self.name = ""
     self._previous = {}
 
@@ -37,6 +47,9 @@ class StopFlag:
     if not self.requested:
       self.name = signal.Signals(signum).name
     self.requested = True
+    if self.in_setup:
+      self.in_setup = False  # once: the handler of the interrupted setup's clean-up is quiet
+      raise SetupInterrupted(self.name)
 
   def __exit__(self, *exc):
     for sig, previous in self._previous.items():

@@ -56,7 +56,7 @@ from tqdm import tqdm
 
 from vedgan import configlib, parallel, plots, selection as selection_lib, steps as steps_lib
 from vedgan import workdir_lock
-from vedgan.stopping import StopFlag
+from vedgan.stopping import SetupInterrupted, StopFlag
 from vedgan.workdir_checks import check_compatible, check_workdir  # noqa: F401 (re-exported)
 from vedgan.checkpoint import Checkpointer, write_json_atomic
 from vedgan.data import inputs as inputs_lib
@@ -132,7 +132,10 @@ class Trainer:
       try:
         self.inputs.set_state(meta["data_state"])
       except ValueError as e:
-        raise CheckpointError(_data_state_message(e, f"{source.directory}/{latest}")) from None
+        message = _data_state_message(e, f"{source.directory}/{latest}")
+        if write:
+          raise CheckpointError(message) from None
+        logging.warning("%s (a reader does not continue the data position: going on)", message)
       self._window = _window_from_meta(meta.get("log_window", []))
       if write:
         self._trim_logs(self.step)
@@ -514,9 +517,18 @@ def run(config, workdir: str) -> dict[str, Any]:
   """
   workdir = check_workdir(workdir)
   trainer = Trainer(config, workdir)
-  with StopFlag() as stop:  # a SIGTERM/SIGINT during setup stops after the first call
+  with StopFlag() as stop:
     try:
-      trainer.setup()
+      stop.in_setup = True  # a signal now interrupts setup at once: nothing to save yet
+      try:
+        trainer.setup()
+        stop.in_setup = False
+      except SetupInterrupted:
+        step = int(getattr(trainer, "step", 0))
+        if jax.process_index() == 0:
+          print(f"{stop.name} during setup: stopped before training (step {step}); rerun the "
+                "same command to start or resume", flush=True)
+        return {"step": step, "stopped": True, "signal": stop.name, "validation": {}}
       return trainer.train(stop)
     finally:
       trainer.close()
