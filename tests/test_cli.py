@@ -108,3 +108,10 @@ def test_one_and_eight_devices_give_the_same_training(tmp_path):
     rows = [json.loads(l) for l in open(tmp_path / d / "metrics.jsonl")]
     return [r["nll"] for r in rows if r["split"] == "validation"]
   np.testing.assert_allclose(val("d1"), val("d8"), rtol=1e-4)
+  # Elastic resume: the 1-device run continued on 8 devices says it is no longer bit-exact.
+  assert "warning: resumed on" not in run_cli(tmp_path / "d1", devices=1,
+                                             **dict(common, **{"stages.mle.num_steps": 5})).stdout
+  proc = run_cli(tmp_path / "d1", devices=8, **dict(common, **{"stages.mle.num_steps": 6}))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert ("warning: resumed on 8 device(s) from a checkpoint written on 1: training continues "
+          "with the same global batch and data order, but is no longer bit-identical") in proc.stdout

@@ -139,6 +139,7 @@ class Trainer:
       self._window = _window_from_meta(meta.get("log_window", []))
       if write:
         self._trim_logs(self.step)
+        _warn_if_elastic(meta, self.mesh.devices.size, self._print)
       logging.info("resumed from step %d", self.step)
     elif write:
       self._trim_logs(-1)  # rows of a start that died before its first checkpoint
@@ -307,7 +308,8 @@ class Trainer:
   def checkpoint_meta(self) -> dict[str, Any]:
     return {"step": self.step, "data_state": self.inputs.get_state(),
             "tokenizer_fingerprint": self.inputs.tokenizer.fingerprint,
-            "log_window": _window_to_meta(self._window), **selection_lib.meta(self)}
+            "log_window": _window_to_meta(self._window), "num_devices": self.mesh.devices.size,
+            **selection_lib.meta(self)}
 
   def save(self) -> None:
     self.checkpointer.save(self.step, self.state, self.checkpoint_meta())
@@ -532,6 +534,17 @@ def run(config, workdir: str) -> dict[str, Any]:
       return trainer.train(stop)
     finally:
       trainer.close()
+
+
+def _warn_if_elastic(meta: dict, devices: int, say) -> None:
+  """One line when a run resumes on another number of devices than its checkpoint's: it
+  continues correctly (same global batch, same data order) but each device sums its rows in
+  another grouping, so the float32 results drift from an uninterrupted run's at round-off."""
+  before = meta.get("num_devices")
+  if before is not None and int(before) != devices:
+    say(f"warning: resumed on {devices} device(s) from a checkpoint written on {before}: "
+        "training continues with the same global batch and data order, but is no longer "
+        "bit-identical to an uninterrupted run (sums over devices round differently)")
 
 
 def _data_state_message(error: ValueError, checkpoint: str) -> str:
