@@ -38,7 +38,7 @@ from conftest import REPO, make_config, tiny_overrides
 from vedgan import checkpoint, train
 from vedgan.data import custom, inputs, pipeline, sources
 from vedgan.data.tokenizer import train_word_vocab
-from vedgan.errors import CheckpointError, DataError
+from vedgan.errors import CheckpointError, ConfigError, DataError
 
 TRAINED_STEP = 2
 
@@ -524,6 +524,36 @@ def test_resuming_on_changed_data_files(edit, fragment, trained, trained_copy, t
   finally:
     reader.close()
   assert snapshot(trained_copy) == before
+
+
+@pytest.mark.parametrize("name", ["plots", "eval", "tensorboard", "checkpoints"])
+def test_links_out_of_the_workdir_are_refused(name, trained, trained_copy, tmp_path):
+  """A folder vedgan writes into that is a symbolic link leading outside the workdir is a
+  one-line error before anything is written, for training and for evaluation; nothing
+  lands outside. A link that stays inside the workdir is fine."""
+  from vedgan import eval_suites  # pylint: disable=import-outside-toplevel
+
+  outside = tmp_path / "outside"
+  outside.mkdir()
+  link = os.path.join(trained_copy, name)
+  if os.path.exists(link):
+    shutil.rmtree(link)
+  os.symlink(outside, link)
+  before = snapshot(trained_copy)
+  config = make_config(stages__mle__num_steps=TRAINED_STEP + 1, train__num_samples=0,
+                       **{k.replace(".", "__"): v for k, v in tsv_overrides(trained.data).items()})
+  with pytest.raises(ConfigError, match=f"{name} is a symbolic link to .*outside the workdir"):
+    train.run(config, trained_copy)
+  if name != "checkpoints":  # evaluation reads checkpoints/, it writes eval/ and plots
+    with pytest.raises(ConfigError, match="outside the workdir"):
+      eval_suites.run_suites(trained_copy, "likelihood")
+  assert os.listdir(outside) == [] and snapshot(trained_copy) == before
+  os.unlink(link)
+  inside = os.path.join(trained_copy, "inside-" + name)
+  os.mkdir(inside)
+  os.symlink(inside, link)
+  if name == "plots":
+    train.run(config, trained_copy)
 
 
 @pytest.mark.parametrize("kind,fragments", [

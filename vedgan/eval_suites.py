@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable, Sequence
 import jax
 import numpy as np
 
-from vedgan import configlib, metrics, parallel, selection
+from vedgan import configlib, metrics, parallel, selection, workdir_checks
 from vedgan.data.tokenizer import content_ids
 from vedgan.metrics import text as text_lib
 from vedgan.errors import CheckpointError, ConfigError, DataError, VedganError
@@ -552,6 +552,7 @@ def run_suites(workdir: str, suites: str | Iterable[str] = DEFAULT_SUITES,
   run = open_run(workdir, opts, decoding=any(n in _DECODING for n in names))
   out: dict[str, dict] = {}
   try:
+    workdir_checks.check_no_links_out(run.workdir)  # eval/ and plots only inside the workdir
     os.makedirs(run.eval_dir, exist_ok=True)
     for name in names:
       t0 = time.perf_counter()

@@ -57,7 +57,8 @@ from tqdm import tqdm
 from vedgan import configlib, parallel, plots, selection as selection_lib, steps as steps_lib
 from vedgan import workdir_lock
 from vedgan.stopping import SetupInterrupted, StopFlag
-from vedgan.workdir_checks import check_compatible, check_workdir  # noqa: F401 (re-exported)
+from vedgan.workdir_checks import (check_compatible, check_no_links_out,
+                                   check_workdir)  # noqa: F401 (check_workdir: re-exported)
 from vedgan.checkpoint import Checkpointer, write_json_atomic
 from vedgan.data import inputs as inputs_lib
 from vedgan.errors import CheckpointError, ConfigError, VedganError
@@ -94,6 +95,8 @@ class Trainer:
     ``restore`` another ``(directory, step)`` (:func:`vedgan.selection.resolve_checkpoint`).
     """
     config = self.config
+    if write:
+      check_no_links_out(self.workdir)  # nothing written through a link out of the workdir
     if write and self.is_chief:  # one writer per workdir, taken before anything is written
       self.lock = workdir_lock.acquire(self.workdir)
     self.inputs, tokenizer_is_new = self.objective_cls.make_inputs(config, self.workdir)

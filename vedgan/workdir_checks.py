@@ -49,3 +49,23 @@ def check_compatible(config_dict: dict, workdir: str) -> None:
     shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
     raise CheckpointError(f"--workdir {workdir} was started with a different config ({shown}); "
                           "use a new --workdir or the original settings")
+
+
+#: What a run writes directly under its workdir (folders and files).
+WRITTEN = ("checkpoints", "tokenizer", "plots", "eval", "tensorboard", "metrics.jsonl",
+           "config.json", "selection.json")
+
+
+def check_no_links_out(workdir: str) -> None:
+  """A one-line error if something a run writes under ``workdir`` is a symbolic link (or
+  sits behind one) leading outside the workdir: vedgan writes only inside its workdir. The
+  workdir itself may be a link."""
+  root = os.path.realpath(workdir)
+  for name in WRITTEN:
+    path = os.path.join(workdir, name)
+    if not os.path.islink(path):
+      continue
+    target = os.path.realpath(path)
+    if os.path.commonpath([root, target]) != root:
+      raise ConfigError(f"{path} is a symbolic link to {target}, outside the workdir; vedgan "
+                        "writes only inside its workdir: remove the link (or point it inside)")
