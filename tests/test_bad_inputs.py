@@ -556,6 +556,40 @@ def test_links_out_of_the_workdir_are_refused(name, trained, trained_copy, tmp_p
     train.run(config, trained_copy)
 
 
+@pytest.mark.parametrize("case, fragment", [
+    ("checkpoints_is_a_file", "checkpoints is a file, where vedgan keeps its folder checkpoints"),
+    ("metrics_is_a_folder", "metrics.jsonl is a folder, where vedgan keeps its file"),
+    ("plots_link_to_nothing", "which does not exist; remove the link or create its target"),
+    ("workdir_link_to_nothing", "is a symbolic link to"),
+])
+def test_workdir_paths_of_the_wrong_kind(case, fragment, trained, tmp_path):
+  """Each used to end in "free space or fix permissions" (at the first checkpoint, after
+  training) or a bare "File exists": now one line that names the path, before anything is
+  written."""
+  workdir = tmp_path / "run"
+  if case == "workdir_link_to_nothing":
+    os.symlink(tmp_path / "missing", workdir)
+  else:
+    workdir.mkdir()
+    if case == "checkpoints_is_a_file":
+      (workdir / "checkpoints").write_text("x")
+    elif case == "metrics_is_a_folder":
+      (workdir / "metrics.jsonl").mkdir()
+    else:
+      os.symlink(workdir / "missing", workdir / "plots")
+  def names():  # every entry, links included (a link to nothing cannot be read)
+    return sorted(os.path.join(d, n) for d, dirs, files in os.walk(tmp_path) for n in dirs + files)
+
+  before = names()
+  config = make_config(stages__mle__num_steps=2, train__num_samples=0,
+                       **{k.replace(".", "__"): v for k, v in tsv_overrides(trained.data).items()})
+  with pytest.raises(ConfigError) as exc:
+    train.run(config, str(workdir))
+  assert fragment in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
+  assert "free space" not in str(exc.value)
+  assert names() == before
+
+
 @pytest.mark.parametrize("kind,fragments", [
     ("array_file_truncated", ["is damaged or incomplete", "delete that folder"]),
     ("array_file_removed", ["is damaged or incomplete", "NOT_FOUND"]),

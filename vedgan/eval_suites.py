@@ -552,7 +552,7 @@ def run_suites(workdir: str, suites: str | Iterable[str] = DEFAULT_SUITES,
   run = open_run(workdir, opts, decoding=any(n in _DECODING for n in names))
   out: dict[str, dict] = {}
   try:
-    workdir_checks.check_no_links_out(run.workdir)  # eval/ and plots only inside the workdir
+    workdir_checks.check_written_paths(run.workdir)  # eval/ and plots only inside the workdir
     os.makedirs(run.eval_dir, exist_ok=True)
     for name in names:
       t0 = time.perf_counter()

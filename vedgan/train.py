@@ -57,7 +57,7 @@ from tqdm import tqdm
 from vedgan import configlib, parallel, plots, selection as selection_lib, steps as steps_lib
 from vedgan import workdir_lock
 from vedgan.stopping import SetupInterrupted, StopFlag
-from vedgan.workdir_checks import (check_compatible, check_no_links_out,
+from vedgan.workdir_checks import (check_compatible, check_written_paths,
                                    check_workdir)  # noqa: F401 (check_workdir: re-exported)
 from vedgan.checkpoint import Checkpointer, write_json_atomic
 from vedgan.data import inputs as inputs_lib
@@ -96,7 +96,7 @@ class Trainer:
     """
     config = self.config
     if write:
-      check_no_links_out(self.workdir)  # nothing written through a link out of the workdir
+      check_written_paths(self.workdir)  # nothing written through a link out of the workdir
     if write and self.is_chief:  # one writer per workdir, taken before anything is written
       self.lock = workdir_lock.acquire(self.workdir)
     self.inputs, tokenizer_is_new = self.objective_cls.make_inputs(config, self.workdir)

@@ -18,6 +18,9 @@ def check_workdir(workdir: str) -> str:
   if not str(workdir).strip():  # "" would train into the current directory
     raise ConfigError("--workdir is empty; give the run's folder, e.g. --workdir /tmp/vedgan-run")
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.islink(workdir) and not os.path.exists(workdir):
+    raise ConfigError(f"--workdir {workdir} is a symbolic link to {os.path.realpath(workdir)}, "
+                      "which does not exist; create that folder or use another --workdir")
   probe_dir = workdir
   while not os.path.exists(probe_dir):
     probe_dir = os.path.dirname(probe_dir)
@@ -51,21 +54,31 @@ def check_compatible(config_dict: dict, workdir: str) -> None:
                           "use a new --workdir or the original settings")
 
 
-#: What a run writes directly under its workdir (folders and files).
-WRITTEN = ("checkpoints", "tokenizer", "plots", "eval", "tensorboard", "metrics.jsonl",
-           "config.json", "selection.json")
+#: What a run writes directly under its workdir: folders, then files.
+WRITTEN_FOLDERS = ("checkpoints", "tokenizer", "plots", "eval", "tensorboard")
+WRITTEN_FILES = ("metrics.jsonl", "config.json", "selection.json")
 
 
-def check_no_links_out(workdir: str) -> None:
-  """A one-line error if something a run writes under ``workdir`` is a symbolic link (or
-  sits behind one) leading outside the workdir: vedgan writes only inside its workdir. The
-  workdir itself may be a link."""
+def check_written_paths(workdir: str) -> None:
+  """One-line errors, before anything is written, for what a run writes under ``workdir``:
+  a symbolic link leading outside the workdir (vedgan writes only inside it; the workdir
+  itself may be a link), a link to nothing, a file where a folder goes or a folder where a
+  file goes."""
   root = os.path.realpath(workdir)
-  for name in WRITTEN:
+  for name in WRITTEN_FOLDERS + WRITTEN_FILES:
     path = os.path.join(workdir, name)
-    if not os.path.islink(path):
+    if os.path.islink(path):
+      target = os.path.realpath(path)
+      if os.path.commonpath([root, target]) != root:
+        raise ConfigError(f"{path} is a symbolic link to {target}, outside the workdir; vedgan "
+                          "writes only inside its workdir: remove the link (or point it inside)")
+      if not os.path.exists(path):
+        raise ConfigError(f"{path} is a symbolic link to {target}, which does not exist; remove "
+                          "the link or create its target")
+    if not os.path.exists(path):
       continue
-    target = os.path.realpath(path)
-    if os.path.commonpath([root, target]) != root:
-      raise ConfigError(f"{path} is a symbolic link to {target}, outside the workdir; vedgan "
-                        "writes only inside its workdir: remove the link (or point it inside)")
+    folder = name in WRITTEN_FOLDERS
+    if folder != os.path.isdir(path):
+      raise ConfigError(f"{path} is a {'file' if folder else 'folder'}, where vedgan keeps its "
+                        f"{'folder' if folder else 'file'} {name}; move it away or use another "
+                        "--workdir")
