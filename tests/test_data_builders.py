@@ -460,3 +460,38 @@ def test_prepare_command_prints_statistics(tmp_path, capsys):
   assert prepare.main(["mojitalk_twitter", "--data_dir",
                        str(tmp_path / "d")]) == 1
   assert "cannot be downloaded automatically" in capsys.readouterr().err
+
+
+def _tar(path, members):
+  """A .tar.gz of ``members``: (name, bytes) files or (name, "->target") symbolic links."""
+  import io  # pylint: disable=import-outside-toplevel
+  import tarfile  # pylint: disable=import-outside-toplevel
+  with tarfile.open(path, "w:gz") as t:
+    for name, content in members:
+      info = tarfile.TarInfo(name)
+      if isinstance(content, str) and content.startswith("->"):
+        info.type, info.linkname = tarfile.SYMTYPE, content[2:]
+        t.addfile(info)
+      else:
+        info.size = len(content)
+        t.addfile(info, io.BytesIO(content))
+
+
+def test_tar_extraction_writes_files_and_refuses_links(tmp_path):
+  """Folders and files come out as they went in; a symbolic link member (which a later
+  member could write through, outside the extraction folder) is refused on every Python,
+  with nothing written outside and no extraction folder left."""
+  from vedgan.data import builder_base  # pylint: disable=import-outside-toplevel
+  good = tmp_path / "good.tar.gz"
+  _tar(good, [("d/a.txt", b"alpha"), ("d/sub/b.txt", b"beta")])
+  out = builder_base.extract_archive(good, tmp_path / "x")
+  assert (out / "d" / "a.txt").read_bytes() == b"alpha"
+  assert (out / "d" / "sub" / "b.txt").read_bytes() == b"beta"
+  outside = tmp_path / "outside"
+  outside.mkdir()
+  evil = tmp_path / "evil.tar.gz"
+  _tar(evil, [("d/link", "->" + str(outside)), ("d/link/pwned.txt", b"x")])
+  with pytest.raises(DataError, match="'d/link' is a link; refusing to extract"):
+    builder_base.extract_archive(evil, tmp_path / "y")
+  assert os.listdir(outside) == []
+  assert [p for p in os.listdir(tmp_path / "y") if "evil" in p] == []

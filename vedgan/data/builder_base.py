@@ -110,6 +110,26 @@ def _safe_members(names, root: str) -> None:
                       f"{root}; refusing to extract")
 
 
+def _extract_tar(archive: tarfile.TarFile, root: str) -> None:
+  """Writes the folders and regular files of ``archive`` under ``root`` (names checked by
+  :func:`_safe_members`), the same on every Python (``extractall``'s ``filter`` argument
+  is missing from older ones, and even its ``"data"`` filter keeps links). A link, device
+  or other special member is refused: a symbolic link inside the archive could point a
+  later member outside ``root``."""
+  for member in archive.getmembers():
+    target = os.path.join(root, member.name)
+    if member.isdir():
+      os.makedirs(target, exist_ok=True)
+    elif member.isfile():
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      with archive.extractfile(member) as src, open(target, "wb") as out:
+        shutil.copyfileobj(src, out)
+    else:
+      kind = "link" if member.issym() or member.islnk() else "special file"
+      raise DataError(f"archive member {member.name!r} is a {kind}; refusing to extract "
+                      f"{archive.name} (a dataset archive holds only folders and files)")
+
+
 def extract_archive(path, dest_root) -> epath.Path:
   """Extracts ``path`` (zip / tar[.gz|.bz2|.xz] / .gz / .bz2 / .xz) once.
 
@@ -144,10 +164,7 @@ def extract_archive(path, dest_root) -> epath.Path:
     elif kind == "tar":
       with tarfile.open(path) as t:
         _safe_members(t.getnames(), tmp)
-        try:
-          t.extractall(tmp, filter="data")
-        except TypeError:  # Python without extraction filters
-          t.extractall(tmp)  # members were checked above
+        _extract_tar(t, tmp)
     else:
       opener = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}[kind]
       name = os.path.basename(path)
