@@ -71,8 +71,27 @@ def _flag_error_message(error: Exception, argv: list[str]) -> str:
   return first
 
 
+def _repeated_override(argv: list[str]) -> str | None:
+  """The first ``--config.FIELD`` given twice (absl would join two tuple values into one:
+  ``--config.data.buckets=8,16 --config.data.buckets=32`` became ``(8, 16, 32)``)."""
+  seen = set()
+  for arg in argv[1:]:
+    if arg == "--":
+      break
+    if arg.startswith("--config."):
+      name = arg[2:].split("=", 1)[0]
+      if name in seen:
+        return name
+      seen.add(name)
+  return None
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with every command-line mistake reported as one line (exit 2)."""
+  repeated = _repeated_override(argv)
+  if repeated:
+    _fail(f"--{repeated} is given more than once; give each override once (a tuple as one "
+          f"value, e.g. --{repeated}='(8, 16)')")
   try:
     return FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
