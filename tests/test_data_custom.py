@@ -218,3 +218,24 @@ def test_unknown_tokenizer_kind(tmp_path):
   with pytest.raises(ConfigError, match="tokenizer.kind='chars'"):
     inputs.get_tokenizer(make_config(tokenizer__kind="chars"),
                          str(tmp_path), [("a b", "c")])
+
+
+@pytest.mark.parametrize("encoding, fragment", [
+    ("utf-16", "is UTF-16LE text (it starts with its byte-order mark)"),
+    ("utf-16-le", "line 1 of"),                 # no byte-order mark: NUL bytes
+    ("utf-32", "is UTF-32LE text"),
+    ("utf-16-be", "has NUL bytes: it is not UTF-8 text"),
+])
+def test_wide_encodings_are_one_line_errors_not_garbage(tmp_path, encoding, fragment):
+  """UTF-16/32 text is valid UTF-8 byte by byte (letters with NULs between them): it used to
+  train silently on that. Now one line names the encoding and the fix; UTF-8 with a
+  byte-order mark reads as UTF-8."""
+  from vedgan.data import textio  # pylint: disable=import-outside-toplevel
+  text = "".join(f"how is item {i}\tfine {i}\n" for i in range(5))
+  path = tmp_path / "pairs.tsv"
+  path.write_bytes(text.encode(encoding))
+  with pytest.raises(DataError) as exc:
+    list(textio.read_lines(path))
+  assert fragment in str(exc.value) and "iconv" in str(exc.value), str(exc.value)
+  path.write_bytes(text.encode("utf-8-sig"))
+  assert list(textio.read_lines(path)) == text.splitlines()

@@ -7,6 +7,14 @@ from typing import Iterator, Optional
 
 from etils import epath
 
+from vedgan.errors import DataError
+
+
+#: Byte-order marks of the wide encodings (UTF-32 first: its little-endian mark starts
+#: with UTF-16's).
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\x00\x00\xfe\xff", "UTF-32BE"),
+              (b"\xff\xfe", "UTF-16LE"), (b"\xfe\xff", "UTF-16BE"))
+
 
 def clean(text: str) -> str:
   """Strips and folds runs of whitespace into single spaces."""
@@ -20,13 +28,28 @@ def read_lines(path, counter: Optional[collections.Counter] = None,
   A line that is not valid UTF-8 yields ``None`` (so parallel files stay
   aligned) and is counted in ``counter[what]``. A UTF-8 byte-order mark at the
   start of the file is dropped. A ``.gz`` file is decompressed on the fly.
+
+  Raises:
+    DataError: one line, for a UTF-16 or UTF-32 file (its byte-order mark, or NUL bytes,
+      which such text has in almost every line and UTF-8 text never has): read byte by
+      byte it would decode as text with NULs between the letters and train silently on
+      that.
   """
   path = epath.Path(path)
   with path.open("rb") as raw_file:
     f = gzip.open(raw_file, "rb") if path.name.endswith(".gz") else raw_file
     for number, raw in enumerate(f):
-      if number == 0 and raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
+      if number == 0:
+        for bom, encoding in _WIDE_BOMS:
+          if raw.startswith(bom):
+            raise DataError(f"{path} is {encoding} text (it starts with its byte-order mark); "
+                            f"vedgan reads UTF-8: convert it, e.g. iconv -f {encoding} -t UTF-8")
+        if raw.startswith(b"\xef\xbb\xbf"):
+          raw = raw[3:]
+      if b"\x00" in raw:
+        raise DataError(f"line {number + 1} of {path} has NUL bytes: it is not UTF-8 text "
+                        "(UTF-16 or UTF-32 without a byte-order mark, or a binary file?); "
+                        "convert it to UTF-8, e.g. iconv -f UTF-16LE -t UTF-8")
       try:
         line = raw.decode("utf-8").rstrip("\r\n")
       except UnicodeDecodeError:
