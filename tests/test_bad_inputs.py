@@ -199,7 +199,7 @@ CONFIG_CASES = [
     ("typo_override", ["--config.train.batchsize=8"],
      ["--config.train.batchsize", "did you mean 'batch_size'"]),
     ("repeated_tuple_override", ["--config.data.buckets=(8,16)", "--config.data.buckets=(32,)"],
-     ["--config.data.buckets is given more than once", "give each override once"]),
+     ["--config.data.buckets is given more than once", "two tuple values would be joined"]),
     ("unknown_flag", ["--max_steps=3"],
      ["Unknown command line flag 'max_steps'", "--helpfull"]),
     ("incompatible_config_on_resume", ["--config.model.hidden=48"],

@@ -16,9 +16,16 @@ def test_model_size_change_is_structural():
 
 def test_training_and_machine_local_fields_are_not_structural():
   current = _saved()
-  current["train"] = {"batch_size": 16}
+  current["train"] = dict(current["train"], eval_batch_size=64, log_every=7)
   current["data"] = dict(current["data"], data_dir="/b")
   assert configlib.structural_diff(_saved(), current) == []
+
+
+def test_the_batch_size_is_fixed_for_a_resumed_run():
+  """The data position and the random streams count batches (RESUME_FIXED_FIELDS)."""
+  current = _saved()
+  current["train"] = dict(current["train"], batch_size=16)
+  assert configlib.structural_diff(_saved(), current) == ["train.batch_size: 8 -> 16"]
 
 
 def test_compute_only_model_fields_may_change_on_resume():

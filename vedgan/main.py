@@ -71,32 +71,44 @@ def _flag_error_message(error: Exception, argv: list[str]) -> str:
   return first
 
 
-def _repeated_override(argv: list[str]) -> str | None:
-  """The first ``--config.FIELD`` given twice (absl would join two tuple values into one:
-  ``--config.data.buckets=8,16 --config.data.buckets=32`` became ``(8, 16, 32)``)."""
-  seen = set()
+def _repeated_overrides(argv: list[str]) -> list[str]:
+  """The ``--config.FIELD`` names given more than once, in order of their second use."""
+  seen, repeated = set(), []
   for arg in argv[1:]:
     if arg == "--":
       break
     if arg.startswith("--config."):
       name = arg[2:].split("=", 1)[0]
-      if name in seen:
-        return name
+      if name in seen and name not in repeated:
+        repeated.append(name)
       seen.add(name)
-  return None
+  return repeated
+
+
+def _check_repeated_tuples(repeated: list[str]) -> None:
+  """A tuple field overridden twice is a one-line error: absl joins the two values
+  (``--config.data.buckets=(8,16) --config.data.buckets=(32,)`` became ``(8, 16, 32)``).
+  A scalar given twice keeps absl's rule: the last one wins."""
+  for name in repeated:
+    try:
+      node = FLAGS.config
+      for part in name.split(".")[1:]:
+        node = node[part]
+    except (KeyError, TypeError, AttributeError, OSError):
+      continue  # an unknown field or a config that does not load: reported later
+    if isinstance(node, (tuple, list)):
+      _fail(f"--{name} is given more than once, and two tuple values would be joined into one; "
+            f"give it once, e.g. --{name}='(8, 16)'")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with every command-line mistake reported as one line (exit 2)."""
-  repeated = _repeated_override(argv)
-  if repeated:
-    _fail(f"--{repeated} is given more than once; give each override once (a tuple as one "
-          f"value, e.g. --{repeated}='(8, 16)')")
   try:
-    return FLAGS(argv)
+    rest = FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     _fail(_flag_error_message(e, argv))
-  return []  # unreachable
+  _check_repeated_tuples(_repeated_overrides(argv))
+  return rest
 
 
 def _loaded_config():
