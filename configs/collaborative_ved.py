@@ -180,20 +180,12 @@ def _medium(c) -> tuple[int, float]:
   60k), AE/CVAE phases of 300 steps (a sixth of an epoch: the paper alternates every
   epoch, ~50 times in a run; here 4 alternations), and the checkpoint with the best
   validation ELBO per token kept. Returns (steps, learning rate)."""
-  c.data.name = "chitchat"
-  c.data.max_turns = 5
-  c.data.max_turn_len = 20
-  c.data.max_context_len = 20
-  c.data.max_response_len = 20
-  c.data.buckets = (20,)               # one padded shape: one compilation per step function
-  c.data.turn_buckets = (5,)
+  # buckets: one padded shape, so one compilation per step function
+  c.data.update(name="chitchat", max_turns=5, max_turn_len=20, max_context_len=20,
+                max_response_len=20, buckets=(20,), turn_buckets=(5,))
   c.tokenizer.vocab_size = 8000
-  c.model.embed_dim = 128
-  c.model.utterance_hidden = 128
-  c.model.context_hidden = 256
-  c.model.decoder_hidden = 256
-  c.model.latent_dim = 64
-  c.model.estimator_hidden = 128
+  c.model.update(embed_dim=128, utterance_hidden=128, context_hidden=256, decoder_hidden=256,
+                 latent_dim=64, estimator_hidden=128)
   num_steps = MEDIUM_NUM_STEPS
   c.ved.kl_anneal_steps = num_steps // 5
   c.ved.steps_per_epoch = MEDIUM_PHASE_STEPS

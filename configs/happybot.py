@@ -142,32 +142,20 @@ def _paper(c) -> None:
 
 def _medium(c) -> None:
   """chitchat's dialogues, VADER-lexicon labels for the classifier (as the demo), 128-unit
-  networks (the paper: 300), a 8k subword vocabulary, batch 64; stage lengths in the
-  paper's proportions, shortened so that all four fit 20 minutes on a 2-core CPU."""
-  c.data.name = "chitchat"
-  c.data.dialogue_sources = ("chitchat",)
-  c.data.max_context_len = 48
-  c.data.max_response_len = 24
-  c.data.max_turn_len = 23
-  c.data.buckets = (48,)                  # one padded shape: one compilation per step function
+  networks (the paper: 300), a 8k subword vocabulary, batch 64, one bucket (one compilation
+  per step function); stages of 300 / 300 / 1,500 / 500 steps (the paper: 20k / 20k / 60k
+  / 20k), short enough for all four to fit 20 minutes on a 2-core CPU."""
+  c.data.update(name="chitchat", dialogue_sources=("chitchat",), max_context_len=48,
+                max_response_len=24, max_turn_len=23, buckets=(48,))
   c.tokenizer.vocab_size = 8000
-  c.model.embed_dim = 128
-  c.model.hidden = 128
-  c.model.classifier.embed_dim = 96
-  c.model.classifier.hidden = 96
+  c.model.update(embed_dim=128, hidden=128)
+  c.model.classifier.update(embed_dim=96, hidden=96)
   c.train.update(batch_size=64, eval_batch_size=128, eval_every=250, eval_batches=8,
                  checkpoint_every=250, log_every=50)
   classifier, predictor, mle, rl = MEDIUM_STEPS
-  c.stages.classifier.num_steps = classifier
-  c.stages.classifier.learning_rate = 1e-3
-  c.stages.predictor.num_steps = predictor
-  c.stages.predictor.learning_rate = 1e-3
-  c.stages.mle.num_steps = mle
-  c.stages.mle.learning_rate = 1e-3
-  c.stages.multiseq.num_steps = mle
-  c.stages.multiseq.learning_rate = 1e-3
-  c.stages.rl.num_steps = rl
-  c.stages.rl.learning_rate = 2e-4
+  for name, steps, lr in (("classifier", classifier, 1e-3), ("predictor", predictor, 1e-3),
+                          ("mle", mle, 1e-3), ("multiseq", mle, 1e-3), ("rl", rl, 2e-4)):
+    c.stages[name].update(num_steps=steps, learning_rate=lr)
 
 
 #: Steps of the medium stages classifier, predictor, mle (or multiseq), rl.

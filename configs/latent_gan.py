@@ -167,22 +167,16 @@ def _medium(c) -> None:
   batch 128 (the paper: 256); the GAN keeps the demo's non-saturating generator loss (the
   minimax loss did not learn lengths in a demo-sized budget, docs/latent_gan.md); the
   language model keeps its best validation perplexity."""
-  c.data.name = "chitchat"
-  c.data.max_len = 16
-  c.data.too_long = "skip"
-  c.data.validation_split = "validation"
+  c.data.update(name="chitchat", max_len=16, too_long="skip", validation_split="validation")
   c.tokenizer.vocab_size = 5000
   c.train.update(batch_size=128, eval_batch_size=128, eval_batches=8, eval_every=500,
                  checkpoint_every=1000, log_every=50, num_samples=4)
-  c.sweep.num_samples = 1000
-  c.sweep.plot_order = 4
+  c.sweep.update(num_samples=1000, plot_order=4)
   if c.objective == "latent_gan":
     c.model.gen_loss = "non_saturating"
-    c.stages.gan.num_steps = MEDIUM_GAN_STEPS
-    c.stages.gan.learning_rate = 1e-3
+    c.stages.gan.update(num_steps=MEDIUM_GAN_STEPS, learning_rate=1e-3)
   else:
-    c.stages.mle.num_steps = MEDIUM_LM_STEPS
-    c.stages.mle.learning_rate = 2e-3
+    c.stages.mle.update(num_steps=MEDIUM_LM_STEPS, learning_rate=2e-3)
     c.train.update(select_by="perplexity", select_mode="min")
 
 

@@ -184,16 +184,13 @@ def _medium(c) -> None:
   """chitchat, stand-in labels, the paper's networks (128-unit GRUs, 268-d latent), batch
   64 and a 8k subword vocabulary; each stage a fraction of an epoch (the paper: 10, 8, 5
   and 6 epochs; here 0.45, 0.35, 0.15 and 0.2: ~2,100 steps at ~2 steps/s on one core of
-  this machine) so that the four fit 20 minutes, with the KL ramp and the policy start
-  scaled to the shorter stages. Stage ends are kept
-  (``max_checkpoints``) for the Base / CVAE / Reinforced CVAE comparison."""
-  c.data.name = "chitchat"
-  c.data.labels = "lexicon"
-  c.data.num_labels = 8
-  c.data.label_names = ()             # the stand-in classes' names (data.LEXICON_LABEL_NAMES)
-  c.data.max_context_len = 32
-  c.data.max_response_len = 24
-  c.data.buckets = (32,)              # one padded shape: one compilation per step function
+  this machine, meant to fit 20 minutes; the RL stage measured ~3x slower per step, see
+  docs/reproduction.md), with the KL ramp and the policy start scaled to the shorter
+  stages. Stage ends are kept (``max_checkpoints``) for the Base / CVAE / Reinforced CVAE
+  comparison. ``label_names`` () takes the stand-in classes' names from
+  ``data.LEXICON_LABEL_NAMES``; one bucket: one compilation per step function."""
+  c.data.update(name="chitchat", labels="lexicon", num_labels=8, label_names=(),
+                max_context_len=32, max_response_len=24, buckets=(32,))
   c.tokenizer.vocab_size = 8000
   c.train.update(batch_size=64, eval_batch_size=128, eval_every=250, eval_batches=8,
                  checkpoint_every=250, max_checkpoints=30, log_every=50, num_samples=2)

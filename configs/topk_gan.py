@@ -154,31 +154,19 @@ def _medium(c):
   1's stages with the demo's cycle, the pretraining a fraction of an epoch, so that the
   run fits 20 minutes on a 2-core CPU."""
   _demo(c)
-  m = c.model
-  m.word_dim = 128
-  m.encoder_hidden = 128
-  m.decoder_hidden = 256
-  m.attention_hidden = 128
-  m.output_hidden = 256
-  m.disc_hidden = 64
-  m.disc_mlp_hidden = 64
-  g = c.gan
-  g.replay_capacity = 8_192
-  g.report_inputs = 1_000
-  c.data.name = "chitchat"
-  c.data.max_context_len = 24
-  c.data.max_response_len = 24
-  c.data.buckets = (24,)
+  c.model.update(word_dim=128, encoder_hidden=128, decoder_hidden=256, attention_hidden=128,
+                 output_hidden=256, disc_hidden=64, disc_mlp_hidden=64)
+  c.gan.update(replay_capacity=8_192, report_inputs=1_000)
+  c.data.update(name="chitchat", max_context_len=24, max_response_len=24, buckets=(24,))
   c.tokenizer.vocab_size = 8_000
   c.train.update(batch_size=64, eval_batch_size=128, eval_every=500, eval_batches=8,
                  checkpoint_every=500, log_every=50)
   pretrain, iterations = MEDIUM_SCHEDULE
-  c.stages.mle_pretrain.num_steps = pretrain
-  c.stages.mle_pretrain.learning_rate = 1e-3
+  c.stages.mle_pretrain.update(num_steps=pretrain, learning_rate=1e-3)
   c.stages.fill.num_steps = 64       # 64 x 64 = 4,096 responses
   c.stages.d_pretrain.num_steps = 100
-  c.stages.adversarial.num_steps = iterations * c.stages.adversarial.lr_decay_every
-  c.stages.adversarial.learning_rate = 1e-3
+  adv = c.stages.adversarial
+  adv.update(num_steps=iterations * adv.lr_decay_every, learning_rate=1e-3)
 
 
 #: Medium MLE pretraining steps and global iterations of Algorithm 1.

@@ -146,17 +146,20 @@ _CODEGEN = {"cheap": False}
 def _cheap_codegen():
   """Adds ``CHEAP_CODEGEN_FLAG`` to the compile options of every program this process
   compiles for a test that uses it (installed once; the options are part of the
-  compilation-cache key). JAX has no public switch for a per-compile XLA option."""
-  from jax._src import compiler  # pylint: disable=import-outside-toplevel
-
-  original = compiler.get_compile_options
+  compilation-cache key). JAX has no public switch for a per-compile XLA option; where
+  its private hook is missing the tests just compile with the default generator."""
+  try:
+    from jax._src import compiler  # pylint: disable=import-outside-toplevel
+    original = compiler.get_compile_options
+  except (ImportError, AttributeError):
+    return
   if getattr(original, "vedgan_cheap_codegen", False):
     return
   name = CHEAP_CODEGEN_FLAG[2:].split("=")[0]
 
   def get_compile_options(*args, **kwargs):
     options = original(*args, **kwargs)
-    if _CODEGEN["cheap"]:
+    if _CODEGEN["cheap"] and hasattr(options, "env_option_overrides"):
       options.env_option_overrides = list(options.env_option_overrides) + [(name, False)]
     return options
 

@@ -60,7 +60,7 @@ from vedgan.stopping import SetupInterrupted, StopFlag
 from vedgan.workdir_checks import (check_compatible, check_written_paths,
                                    check_workdir)  # noqa: F401 (check_workdir: re-exported)
 from vedgan.checkpoint import Checkpointer, write_json_atomic
-from vedgan.data import inputs as inputs_lib
+from vedgan.data import inputs as inputs_lib, pipeline
 from vedgan.errors import CheckpointError, ConfigError, VedganError
 from vedgan.objective import get_objective_class
 from vedgan.plan import Plan, StageSpan
@@ -117,7 +117,9 @@ class Trainer:
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                      int(config.train.max_checkpoints), read_only=not write)
     self.step, self.best_checkpointer = 0, None
-    self._window: list[dict] = []  # pending-log entries of the unfinished log window
+    # pending-log entries of the log window that the latest checkpoint was saved in (its
+    # steps are done, their row not yet written): restored on resume, set at each save
+    self._window: list[dict] = []
     source, latest = self.checkpointer, self.checkpointer.latest_step()
     if restore is not None and not write:  # a reader's --checkpoint best|<step>
       source = self.best_checkpointer = Checkpointer(restore[0], read_only=True)
@@ -331,7 +333,7 @@ class Trainer:
     # per call: outputs still on the devices, then host rows; a run resumed between two log
     # steps starts with the rows of the window its checkpoint was saved in, so that its
     # next row averages the same steps as an uninterrupted run's
-    pending: list[dict] = self._window
+    pending: list[dict] = list(self._window)
     tokens, t0 = 0.0, time.perf_counter()
     stopped = False
     early = selection_lib.stops_early(self)  # at step 0, or resumed after an early stop
@@ -370,7 +372,7 @@ class Trainer:
           stopping = (self.step % cfg.log_every == 0 or stage_end) and _any_process(stopping)
         if self.step % cfg.checkpoint_every == 0 or stage_end or stopping or early:
           self._checked_rows(pending)  # a skipped step under "stop" ends the run unsaved
-          self._window = pending
+          self._window = list(pending)
           self.save()
         if stage_end and self.is_chief:
           plots.stage_end(self.workdir, self.objective, self.state, self.inputs, span.name,
@@ -551,13 +553,12 @@ def _warn_if_elastic(meta: dict, devices: int, say) -> None:
 
 
 def _data_state_message(error: ValueError, checkpoint: str) -> str:
-  """One line for a data position that does not fit this run's data (set_state's check)."""
-  text = str(error)
-  if "num_examples" in text or "data_hash" in text:
+  """One line for a data position that does not fit this run's data."""
+  if isinstance(error, pipeline.StateMismatch) and error.key in ("num_examples", "data_hash"):
     return (f"the training data differ from the data checkpoint {checkpoint} was trained on "
-            f"({text.split(' but ')[0].replace('iterator state has ', 'then ')}); restore the "
-            "original data files (or their preparation) or use a new --workdir")
-  return (f"checkpoint {checkpoint} cannot continue this run's data position ({text}); use the "
+            f"(then {error.key}={error.saved}, now {error.current}); restore the original data "
+            "files (or their preparation) or use a new --workdir")
+  return (f"checkpoint {checkpoint} cannot continue this run's data position ({error}); use the "
           "original settings or a new --workdir")
 
 

@@ -22,6 +22,7 @@ EOPNOTSUPP, e.g. some network filesystems) :func:`acquire` raises a one-line
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -48,17 +49,13 @@ class WorkdirLock:
     """Releases the lock (idempotent); removes a workdir this lock created if left empty."""
     if self._fd is None:
       return
-    try:
+    with contextlib.suppress(OSError):  # best effort: the lock is the flock, not the file
       os.remove(self.path)  # while still locked: a racing acquire() sees the inode change
-    except OSError:
-      pass
     os.close(self._fd)  # drops the flock
     self._fd = None
     if self._created_dir:
-      try:
+      with contextlib.suppress(OSError):
         os.rmdir(self.workdir)  # only succeeds if nothing else was written
-      except OSError:
-        pass
 
   def __del__(self):
     self.close()

@@ -224,6 +224,16 @@ def _layout_dialogues(enc: EncodedDialogues, buckets, response_buckets,
 # -- the iterator -------------------------------------------------------------------
 
 
+class StateMismatch(ValueError):
+  """An iterator state saved for other data, another batch size or seed: ``key`` and the
+  ``saved`` and ``current`` values."""
+
+  def __init__(self, key: str, saved, current):
+    super().__init__(f"iterator state has {key}={saved} but this iterator has {current}; "
+                     "cannot resume")
+    self.key, self.saved, self.current = key, saved, current
+
+
 def _content_hash(arrays: dict) -> str:
   """16 hex digits of sha256 over the named arrays (names, dtypes, shapes and bytes)."""
   h = hashlib.sha256()
@@ -332,7 +342,7 @@ class BatchIterator:
     self._layout = layout
 
     self._num_examples = num
-    self._data_hash = _content_hash(layout.arrays)
+    self._data_hash: Optional[str] = None  # computed when a state is saved or checked
     self._global_batch_size = int(global_batch_size)
     self._process_index = int(process_index)
     self._process_count = int(process_count)
@@ -386,6 +396,13 @@ class BatchIterator:
     """The keys of every batch (``"weight"`` last)."""
     return tuple(self._layout.arrays) + ("weight",)
 
+  @property
+  def data_hash(self) -> str:
+    """16 hex digits of sha256 over the encoded examples (computed once, on first use)."""
+    if self._data_hash is None:
+      self._data_hash = _content_hash(self._layout.arrays)
+    return self._data_hash
+
   def one_pass(self, encoded, global_batch_size: int) -> "BatchIterator":
     """A fresh single ordered pass over ``encoded`` (e.g. the validation split) with
     this iterator's buckets and processes; the last batch is padded (weight 0)."""
@@ -405,7 +422,7 @@ class BatchIterator:
     if self._repeat and position >= self._num_batches:
       epoch, position = epoch + 1, 0
     return {"epoch": int(epoch), "position": int(position),
-            "num_examples": self._num_examples, "data_hash": self._data_hash,
+            "num_examples": self._num_examples, "data_hash": self.data_hash,
             "global_batch_size": self._global_batch_size, "seed": self._seed}
 
   def set_state(self, state: dict) -> None:
@@ -413,16 +430,18 @@ class BatchIterator:
     required).
 
     Raises:
-      ValueError: if the state belongs to different data / batch size / seed,
-        or its position is out of range.
+      StateMismatch: if the state belongs to different data (``num_examples``,
+        ``data_hash``), batch size or seed.
+      ValueError: if its position is out of range.
     """
     for key, mine in (("num_examples", self._num_examples),
-                      ("data_hash", self._data_hash),
+                      ("data_hash", None),
                       ("global_batch_size", self._global_batch_size),
                       ("seed", self._seed)):
-      if key in state and str(state[key]) != str(mine):
-        raise ValueError(f"iterator state has {key}={state[key]} but this "
-                         f"iterator has {mine}; cannot resume")
+      if key in state:
+        mine = self.data_hash if key == "data_hash" else mine
+        if str(state[key]) != str(mine):
+          raise StateMismatch(key, state[key], mine)
     epoch, position = int(state["epoch"]), int(state["position"])
     if epoch < 0 or not 0 <= position <= self._num_batches:
       raise ValueError(f"bad iterator state epoch={epoch} position={position} "
