@@ -25,15 +25,14 @@ STEPS_PER_EPOCH = -(-10_000 // 64)
 
 
 def _mle(c):
+  """SeqGAN's generator pretraining, on the paper configs' ``lstm_lm`` model fields."""
   c.objective = "lstm_lm"
+  c.model = configlib.sibling_config(__file__, "latent_gan", "mle_paper").model
   m = c.model
   m.embed_dim = 32                  # SeqGAN EMB_DIM
   m.gen_hidden = 32                 # SeqGAN HIDDEN_DIM
   m.position_features = 0           # SeqGAN's LSTM reads the word embedding only
   m.forget_bias = 0.0               # SeqGAN's generator adds no forget-gate bias
-  m.unroll = 1
-  m.dtype = "float32"
-  m.remat = False
   c.optimizer.b1 = 0.9              # tf.train.AdamOptimizer defaults (SeqGAN generator.py)
   c.optimizer.b2 = 0.999
   c.optimizer.eps = 1e-8
@@ -44,31 +43,21 @@ def _mle(c):
 
 
 def _gan(c):
+  """Kojima et al.'s GAN: every model field from ``configs/latent_gan.py:paper`` (App. A/B:
+  N_z 8, tau_1 = tau_2 = 0.1, lambda 1, minimax, dropout 0.1, weight decay 1e-4, position
+  features 8), the networks at the oracle's sizes."""
   c.objective = "latent_gan"
+  paper = configlib.sibling_config(__file__, "latent_gan", "paper")
+  c.model = paper.model
   m = c.model
-  m.latent_dim = 8                  # N_z (Kojima et al. App. B)
   m.embed_dim = 32                  # the oracle's sizes (issue 18)
   m.gen_hidden = 32
   m.disc_hidden = 32
   m.rec_hidden = 32
-  m.position_features = 8           # App. A
-  m.disc_dropout = 0.1              # App. B
-  m.disc_weight_decay = 1e-4        # App. A/B
-  m.gumbel_temperature = 0.1        # tau_1 (App. B)
-  m.word_temperature = 0.1          # tau_2 (App. B)
-  m.recon_weight = 1.0              # lambda (App. B)
-  m.gen_loss = "minimax"            # Eq. 3
-  m.mask_after_blank = True
-  m.forget_bias = 1.0
-  m.unroll = 1
-  m.dtype = "float32"
-  m.remat = False
-  c.optimizer.b1 = 0.5              # Adam (App. B)
-  c.optimizer.b2 = 0.999
-  c.optimizer.grad_clip_norm = 0.0  # the paper clips nothing
+  c.optimizer = paper.optimizer     # Adam as App. B (b1 0.5), no clipping
   # As many generator updates as the MLE's 120 epochs (one iteration = two global steps).
   c.stages.gan = configlib.stage("disc*1,gen*1", num_steps=2 * 120 * STEPS_PER_EPOCH,
-                                 learning_rate=2e-4)
+                                 learning_rate=paper.stages.gan.learning_rate)
   c.stage_order = ("gan",)
 
 

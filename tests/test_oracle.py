@@ -167,3 +167,35 @@ def test_demo_mle_run_writes_oracle_metrics_and_nll_test_falls(tmp_path):
   assert os.path.isfile(os.path.join(workdir, "eval", "oracle_temperature.png"))
   with pytest.raises(ConfigError, match="must be > 0"):
     eval_suites.run_suites(workdir, "oracle_temperature", echo=None, temperatures=(0.0, 1.0))
+
+
+def test_latent_gan_demo_on_the_oracle_scores_samples_and_sweeps_self_bleu(tmp_path):
+  """configs/oracle.py:latent_gan takes every model field of configs/latent_gan.py:paper (a
+  field added there reaches the oracle run), and its runs are scored without a likelihood."""
+  paper = make_config("configs/latent_gan.py", "paper").model.to_dict()
+  for variant in ("latent_gan", "latent_gan_demo"):
+    model = make_config("configs/oracle.py", variant).model.to_dict()
+    assert set(model) == set(paper), variant
+    sizes = {"embed_dim", "gen_hidden", "disc_hidden", "rec_hidden"}
+    assert {k: v for k, v in model.items() if k not in sizes} == {
+        k: v for k, v in paper.items() if k not in sizes}, variant
+  config = make_config("configs/oracle.py", "latent_gan_demo",
+                       data__data_dir=str(tmp_path / "data"), stages__gan__num_steps=8,
+                       train__eval_every=8, train__checkpoint_every=8)
+  workdir = str(tmp_path / "run")
+  assert train.run(config, workdir)["step"] == 8
+  val = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  val = [r for r in val if r["split"] == "validation"]
+  assert [r["step"] for r in val] == [0, 8]
+  for r in val:
+    assert np.isfinite(r["nll_oracle"]) and np.isfinite(r["nll_oracle_data"])
+    assert "nll_test" not in r                  # the latent GAN has no likelihood
+    assert r["nll_oracle_data"] < r["nll_oracle"]
+  out = eval_suites.run_suites(workdir, "oracle_temperature", echo=None, num_samples=64,
+                               temperatures=(0.05, 2.0))["oracle_temperature"]
+  (curve,) = out["curves"]
+  assert not curve["likelihood"]
+  lo, hi = curve["points"]
+  assert "self_bleu" in lo and "nll_test" not in lo
+  # Sharper sampling repeats itself more: Self-BLEU falls as the temperature rises.
+  assert lo["self_bleu"] > hi["self_bleu"]

@@ -115,6 +115,24 @@ def stage(step: str, num_steps: int, learning_rate: float, **extra) -> ml_collec
   return ml_collections.ConfigDict(fields)
 
 
+def sibling_config(config_file: str, name: str, variant: str) -> ml_collections.ConfigDict:
+  """``get_config(variant)`` of the config file ``name``.py in ``config_file``'s folder.
+
+  A config that reuses another paper's settings (``configs/oracle.py`` takes the latent GAN's
+  model from ``configs/latent_gan.py``) reads them from that file instead of repeating them,
+  so a field added there reaches it too. Loaded by path: the config folder need not be an
+  importable package.
+  """
+  import importlib.util
+  import os
+
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"_vedgan_sibling_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
 def with_defaults(saved: dict) -> ml_collections.ConfigDict:
   """A run's saved ``config.json`` as a ConfigDict, with the shared fields it lacks (added to
   vedgan after the run started) taken from :func:`base_config` and :func:`stage`."""

@@ -31,7 +31,7 @@ from vedgan import eval_suites, oracle
 from vedgan import oracle_eval
 from vedgan.errors import ConfigError
 from vedgan.metrics import _plotting
-from vedgan.metrics import bleu
+from vedgan.metrics.bleu import self_bleu
 
 #: The sweep's default temperatures (0.5-2.0, as the issue and Caccia et al.).
 TEMPERATURES = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
@@ -75,7 +75,7 @@ def sweep(run: eval_suites.EvalRun, temperatures, num_samples: int, seed: int,
     if likelihood:
       point["nll_test"] = ev.nll_test(run.trainer.state, t)
     else:
-      point["self_bleu"] = bleu.self_bleu(tokens[:SELF_BLEU_SAMPLES].tolist(), max_n)
+      point["self_bleu"] = self_bleu(tokens[:SELF_BLEU_SAMPLES].tolist(), max_n)
     points.append(point)
   name = f"{run.config.objective} ({os.path.basename(os.path.normpath(run.workdir))})"
   return {"name": name, "workdir": run.workdir, "step": run.step, "likelihood": likelihood,
