@@ -128,14 +128,16 @@ def run_with_faults(args: list[str], workdir, plan: list[tuple[str, float]],
 
   ``plan`` items: ``("step", k)``: SIGKILL once this process has logged train step ``k``;
   ``("checkpoint", k)``: the process SIGKILLs itself while finalizing checkpoint ``k``
-  (``VEDGAN_FAULT``); ``("time", s)``: SIGKILL ``s`` seconds after the start (setup,
+  (``VEDGAN_FAULT``); ``("enospc", k)``: the asynchronous write of checkpoint ``k`` fails
+  with a full disk (the run must stop with one line); ``("time", s)``: SIGKILL ``s`` seconds after the start (setup,
   restore or compilation); ``("sigterm", k)``: SIGTERM once train step ``k`` is logged
   (the run must save and exit 0). Returns one event per process.
   """
   events = []
   for i, (kind, arg) in enumerate(plan + [("finish", 0)]):
     before = checkpoint_steps(workdir)
-    fault = f"kill_during_checkpoint:{int(arg)}" if kind == "checkpoint" else None
+    fault = {"checkpoint": f"kill_during_checkpoint:{int(arg)}",
+             "enospc": f"enospc_during_checkpoint:{int(arg)}"}.get(kind)
     started = time.time()
     proc = Process(args, f"{log}.{i}", fault)
     if kind in ("step", "sigterm"):

@@ -27,7 +27,7 @@ _SHORT = {"train.eval_every": 100_000, "train.eval_batches": 1, "train.num_sampl
 
 CASES = {
     "seq2seq": ("configs/seq2seq.py:demo", dict(
-        tiny_overrides(), **_SHORT, **{"stages.mle.num_steps": 9, "train.checkpoint_every": 3,
+        tiny_overrides(), **_SHORT, **{"stages.mle.num_steps": 12, "train.checkpoint_every": 3,
                                        "model.dropout": 0.1})),
     "mojitalk_cvae": ("configs/mojitalk.py:demo", dict(_SHORT, **{
         "tokenizer.vocab_size": 300, "model.embed_dim": 16, "model.hidden": 16,
@@ -65,13 +65,17 @@ def _total(overrides):
 
 def _plan(name, overrides, seed):
   """Seeded-random faults: a checkpoint write killed before its rename, a kill at a random
-  logged step, a kill during start-up; the GAN also gets a SIGTERM."""
+  logged step, a kill during start-up; the GAN also gets a SIGTERM, and seq2seq a disk that
+  fills while its second checkpoint is written."""
   rng = random.Random(seed)
   total, every = _total(overrides), overrides["train.checkpoint_every"]
   plan, first = [], 1
   if name == "topk_gan":  # first, so that the step it waits for is logged by this process
     plan.append(("sigterm", rng.randint(1, total // 3)))
     first = plan[0][1] + 1
+  if name == "seq2seq":   # first, so that this checkpoint is not written earlier
+    plan.append(("enospc", 2 * every))
+    first = 2 * every + 1
   plan.append(("checkpoint", rng.choice(range(-(-first // every) * every, total, every))))
   plan += [("step", rng.randint(plan[-1][1] + 1, total - 1)),
            ("time", round(rng.uniform(1.0, 3.0), 2))]
@@ -112,6 +116,17 @@ def test_killed_anywhere_and_restarted_ends_bit_identical(tmp_path, name):
       assert event["code"] == 0, event["stderr"]
       saved = int(event["stdout"].split("SIGTERM: checkpoint saved at step ")[1].split(";")[0])
       assert saved in event["checkpoints"] and nxt["resumed_from"] == [saved]
+    elif kind == "enospc":
+      # The asynchronous write fails: one line naming that checkpoint and the one kept
+      # (not the next save's step or an earlier one), exit 2; the next run resumes from it.
+      kept = arg - overrides["train.checkpoint_every"]
+      assert event["code"] == 2, (described, event["stderr"])
+      assert event["stderr"].strip().splitlines()[-1] == (
+          f"vedgan: error: writing checkpoint {run_dir}/checkpoints/{arg} failed (No space "
+          f"left on device); the checkpoint of step {kept} is kept; free space or fix "
+          "permissions and rerun the same command to resume"), event["stderr"]
+      assert "Traceback" not in event["stderr"], event["stderr"]
+      assert event["checkpoints"] == [kept] and nxt["resumed_from"] == [kept]
     else:
       assert event["code"] == -9, (described, event["stderr"])
     if kind == "checkpoint":

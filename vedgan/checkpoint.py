@@ -11,10 +11,13 @@ Fault injection (tests only): with the environment variable
 ``VEDGAN_FAULT=kill_during_checkpoint:<step>`` the process SIGKILLs itself while
 saving checkpoint ``<step>``: after every array and the metadata have been
 written to orbax's temporary directory, just before the rename that finalizes it
-(see ``tests/test_kill_resume.py``). Unset, nothing changes.
+(see ``tests/test_kill_resume.py``); with ``VEDGAN_FAULT=enospc_during_checkpoint:<step>``
+that last write fails with ``ENOSPC`` instead (a disk that fills while the asynchronous
+save runs). Unset, nothing changes.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -34,6 +37,7 @@ class Checkpointer:
     cleaned up, saved or deleted in ``directory``."""
     self.directory = os.path.abspath(directory)
     self.read_only = read_only
+    self._writing: int | None = None   # the step of the asynchronous save not yet waited for
     if read_only:  # (not orbax's read_only option: it logs a warning on every open)
       options = ocp.CheckpointManagerOptions(max_to_keep=None, create=False,
                                              cleanup_tmp_directories=False)
@@ -53,12 +57,16 @@ class Checkpointer:
       raise AssertionError(f"{self.directory} was opened read-only")
     if step in self.manager.all_steps():
       return
+    # a failure of the previous (asynchronous) save is that save's, not this one's
+    self.wait()
+    self._writing = step
     try:
       self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                       meta=ocp.args.JsonSave(meta)), force=True)
     except Exception as e:  # pylint: disable=broad-except
       if not _is_write_failure(e):
         raise
+      self._writing = None
       raise self._write_error(step, e) from None
 
   def _write_error(self, step: int, error: Exception) -> CheckpointError:
@@ -66,7 +74,7 @@ class Checkpointer:
     stays the latest one, so rerunning the same command resumes from it."""
     why = (getattr(error, "strerror", None) or " ".join(str(error).split())[:200]
            or type(error).__name__)
-    kept = [s for s in self.manager.all_steps() if s != step]
+    kept = [s for s in self.manager.all_steps() if s < step]
     previous = (f"the checkpoint of step {max(kept)} is kept" if kept
                 else "no earlier checkpoint exists")
     return CheckpointError(f"writing checkpoint {self.directory}/{step} failed ({why}); "
@@ -103,16 +111,21 @@ class Checkpointer:
     return out["state"], out["meta"]
 
   def wait(self) -> None:
+    """Blocks until the last save is written; its failure names that save's step."""
+    step, self._writing = self._writing, None
     try:
       self.manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except  (an asynchronous write failed)
       if not _is_write_failure(e):
         raise
-      raise self._write_error(self.manager.latest_step() or 0, e) from None
+      raise self._write_error(step if step is not None else self.manager.latest_step() or 0,
+                              e) from None
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.wait()
+    finally:
+      self.manager.close()
 
 
 FAULT_ENV = "VEDGAN_FAULT"
@@ -126,19 +139,21 @@ def _fault_path_class():
   if not spec:
     return None
   kind, _, arg = spec.partition(":")
-  if kind != "kill_during_checkpoint" or not arg.isdigit():
+  if kind not in ("kill_during_checkpoint", "enospc_during_checkpoint") or not arg.isdigit():
     raise CheckpointError(f"{FAULT_ENV}={spec!r} is not understood; unset it (it is for tests) "
-                          "or write kill_during_checkpoint:<step>")
+                          "or write kill_during_checkpoint:<step> or enospc_during_checkpoint:<step>")
   target = arg
   base = ocp.path.atomicity.AtomicRenameTemporaryPath
 
-  class KillBeforeRename(base):
+  class FailBeforeRename(base):
     async def finalize(self, *args, **kwargs):
       if self.get_final().name == target:
-        os.kill(os.getpid(), signal.SIGKILL)
+        if kind == "kill_during_checkpoint":
+          os.kill(os.getpid(), signal.SIGKILL)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
       return await super().finalize(*args, **kwargs)
 
-  return KillBeforeRename
+  return FailBeforeRename
 
 
 def _is_write_failure(error: Exception) -> bool:
