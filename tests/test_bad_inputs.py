@@ -363,6 +363,40 @@ def test_bad_jsonl_lines_are_skipped_and_counted(tmp_path, caplog):
   assert "'malformed_json': 3" in " ".join(r.getMessage() for r in caplog.records)
 
 
+def test_valid_json_that_is_no_usable_text_is_skipped_and_counted(tmp_path):
+  """Valid JSON that crashed the loader (a lone surrogate escape: UnicodeEncodeError; nesting
+  deeper than the parser's recursion: RecursionError) or trained on garbage (turns of control
+  or zero-width characters only); control characters inside real text become spaces."""
+  good = "".join(json.dumps({"turns": [f"hi {i}", f"hello {i}", f"bye {i}"]}) + "\n"
+                 for i in range(4))
+  path = tmp_path / "dialogues.jsonl"
+  path.write_text(good
+                  + '{"turns": ["lone \\ud800 surrogate", "ok"]}\n'   # undecodable
+                  + "[" * 100_000 + "]" * 100_000 + "\n"                # too deep: malformed
+                  + json.dumps({"turns": ["\u200b\u200b", "\u0000\u0001", "real"]}) + "\n"
+                  + json.dumps({"turns": ["a\u0000b", "c\u001bd"]}) + "\n", encoding="utf-8")
+  records = custom.load_split(_data_config(path, "jsonl_dialogues"), "train")
+  assert records.counts == {"malformed_json": 1, "too_few_turns": 1, "undecodable_lines": 1,
+                            "records": 9}
+  assert records[-1]["history"] == ["a b"] and records[-1]["response"] == "c d"
+  texts = tmp_path / "lines.txt"
+  texts.write_text("a real line\n\u200b\u2060\n\u0007\n", encoding="utf-8")
+  lines = custom.load_split(_data_config(texts, "text_lines"), "train")
+  assert [r["text"] for r in lines] == ["a real line"] and lines.counts["empty_lines"] == 2
+
+
+def test_labels_mixing_integers_and_strings_are_refused(tmp_path):
+  """String labels become ids 0, 1, ...: an integer label among those ids would merge two
+  classes (integers beyond them are kept: tests/test_data_custom.py)."""
+  path = tmp_path / "labelled.jsonl"
+  path.write_text(json.dumps({"turns": ["a b", "c d", "e f"], "label": [0, "happy", 1]}) + "\n"
+                  + json.dumps({"turns": ["g h", "i j"], "label": "sad"}) + "\n")
+  config = _data_config(path, "jsonl_dialogues", data__label_field="label")
+  with pytest.raises(DataError, match=r"the 'label' labels mix integers and strings, and the "
+                     r"integer label 1 and the string label 'sad' would both be id 1 "):
+    custom.load_split(config, "train")
+
+
 def test_over_long_lines_are_truncated_or_skipped_and_counted(caplog):
   tok = train_word_vocab(["a b c d e f g h i j"] * 3, vocab_size=32)
   pairs = [("a b", "c d"), ("a b c d e f g h i j", "c d"), ("a", "b c d e f g h i j")]

@@ -33,9 +33,14 @@ labels are kept; string labels become ids in the sorted list of the training
 split's distinct labels (an unseen one is -1); ``label_names`` on the result
 lists them.
 
-Bad lines never stop a run: empty lines, undecodable bytes, malformed TSV/JSON,
-dialogues with fewer than two turns, and label mismatches are skipped and
-counted in the result's ``counts``.
+Bad lines never stop a run: empty lines, undecodable bytes, malformed TSV/JSON
+(also JSON nested too deep to parse), JSON strings holding lone surrogates
+(``"\\ud800"``: counted as undecodable), dialogues with fewer than two turns, and
+label mismatches are skipped and counted in the result's ``counts``. Text is
+cleaned by :func:`vedgan.data.textio.clean_user_text`: control characters are
+spaces, and a turn of nothing but invisible characters counts as empty. A file
+whose integer labels collide with the ids its string labels get is refused
+(:class:`DataError`).
 """
 from __future__ import annotations
 
@@ -46,7 +51,8 @@ import os
 from typing import Any, Optional
 
 from vedgan.data.sources import config_value as _get
-from vedgan.data.textio import clean, read_lines
+from vedgan.data.textio import clean_user_text as clean
+from vedgan.data.textio import has_surrogates, read_lines
 from vedgan.errors import ConfigError, DataError
 
 FORMATS = ("tfds", "text_lines", "tsv_pairs", "jsonl_dialogues")
@@ -158,7 +164,7 @@ def _parse_dialogue(line, turns_field, label_field, counts):
   """A JSONL line -> ``(id, turns, labels or None)``, or None (counted)."""
   try:
     obj = json.loads(line)
-  except ValueError:
+  except (ValueError, RecursionError):   # RecursionError: nested too deep to parse
     counts["malformed_json"] += 1
     return None
   if not isinstance(obj, dict):
@@ -168,6 +174,10 @@ def _parse_dialogue(line, turns_field, label_field, counts):
   if not isinstance(turns, list) or not all(
       isinstance(t, str) or t is None for t in turns):
     counts["missing_turns"] += 1
+    return None
+  # only a \uD800-\uDFFF escape makes one (the line itself was decoded as UTF-8)
+  if "\\ud" in line.lower() and has_surrogates(json.dumps(obj, ensure_ascii=False)):
+    counts["undecodable_lines"] += 1
     return None
   labels = None
   if label_field:
@@ -219,7 +229,7 @@ def _label_vocabulary(data_config, turns_field, label_field) -> dict:
   """String labels of the training split -> ids (sorted)."""
   path, want = resolve_path(data_config, "train")
   percent = float(_get(data_config, "validation_percent", 10))
-  names = set()
+  names, numbers = set(), set()
   scratch = collections.Counter()
   for line in read_lines(path, scratch):
     if not line or not line.strip():
@@ -230,7 +240,16 @@ def _label_vocabulary(data_config, turns_field, label_field) -> dict:
     _, turns, labels = parsed
     if _keep(" ".join(turns[0].lower().split()), want, percent):
       names.update(x for x in labels[1:] if isinstance(x, str))
-  return {name: i for i, name in enumerate(sorted(names))}
+      numbers.update(x for x in labels[1:] if isinstance(x, int))
+  ids = {name: i for i, name in enumerate(sorted(names))}
+  clash = sorted(n for n in numbers if 0 <= n < len(ids))
+  if clash:
+    name = sorted(names)[clash[0]]
+    raise DataError(f"{path}: the {label_field!r} labels mix integers and strings, and the "
+                    f"integer label {clash[0]} and the string label {name!r} would both be id "
+                    f"{clash[0]} (string labels become ids 0, 1, ... in sorted order): write "
+                    "every label one way")
+  return ids
 
 
 def load_split(data_config: Any, split: str) -> Records:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import collections
 import gzip
+import re
+import unicodedata
 from typing import Iterator, Optional
 
 from etils import epath
@@ -19,6 +21,27 @@ _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\x00\x00\xfe\xff", "UTF-32BE
 def clean(text: str) -> str:
   """Strips and folds runs of whitespace into single spaces."""
   return " ".join(text.split())
+
+
+#: C0 and C1 control characters other than whitespace (NUL, ESC, DEL, ...).
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
+#: UTF-16 surrogate code points: a JSON string may hold one (``"\\ud800"``), no text can.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_user_text(text: str) -> str:
+  """:func:`clean` for the users' own files: control characters become spaces, and a text
+  of nothing but invisible characters (format characters such as zero-width spaces) is
+  empty, so it is skipped and counted like an empty one instead of being trained on."""
+  text = clean(_CONTROL.sub(" ", text))
+  if text and all(unicodedata.category(ch)[0] in "CZ" for ch in text):
+    return ""
+  return text
+
+
+def has_surrogates(text: str) -> bool:
+  """Whether ``text`` holds a lone surrogate (it cannot be written as UTF-8)."""
+  return _SURROGATE.search(text) is not None
 
 
 def read_lines(path, counter: Optional[collections.Counter] = None,
