@@ -202,6 +202,14 @@ CONFIG_CASES = [
      ["--config.data.buckets is given more than once", "two tuple values would be joined"]),
     ("unknown_flag", ["--max_steps=3"],
      ["Unknown command line flag 'max_steps'", "--helpfull"]),
+    ("zero_hidden_size", ["--config.model.hidden=0"],      # was a JAX traceback
+     ["config.model.hidden=0 is out of range", "must be an integer >= 1"]),
+    ("nan_weight_decay", ["--config.optimizer.weight_decay=nan"],
+     ["config.optimizer.weight_decay=nan is out of range", "must be a finite number"]),
+    ("zero_beam_width", ["--config.decode.beam_width=0"],  # was accepted, crashed sampling
+     ["config.decode.beam_width=0 is out of range", "must be an integer >= 1"]),
+    ("unknown_decode_mode", ["--config.decode.mode=nucleus"],  # was refused after training
+     ["decoding mode 'nucleus' must be one of greedy, sample, beam"]),
     ("incompatible_config_on_resume", ["--config.model.hidden=48"],
      ["was started with a different config", "model.hidden: 32 -> 48", "new --workdir"]),
 ]
@@ -225,6 +233,26 @@ def test_config_mistakes(case, argv, fragments, trained, trained_copy, monkeypat
 def test_config_file_mistakes(config_arg, fragments, tmp_path, monkeypatch, capsys):
   workdir = tmp_path / "never"
   code, _, err = cli(["--config", config_arg, "--workdir", str(workdir)], monkeypatch, capsys)
+  assert_one_error_line(code, err, *fragments)
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("extra,fragments", [
+    ({"tokenizer__kind": "sentencepiece", "tokenizer__model_type": "wordpiece"},  # tracebacks
+     ["tokenizer model_type='wordpiece'; expected one of ('unigram', 'bpe')",
+      "(config.tokenizer)"]),
+    ({"tokenizer__kind": "sentencepiece", "tokenizer__vocab_size": 20000},
+     ["tokenizer.vocab_size=20000 is too large for this corpus (max ", "lower it"]),
+    ({"model__attention": "bahdanau"},                             # was a traceback
+     ["model.attention='bahdanau' must be one of ('dot', 'general', 'scaled_dot')"]),
+    ({"data__validation_split": "dev"},                            # was a traceback
+     ["has no split 'dev' (it has ['train', 'validation'])", "--config.data.validation_split"]),
+], ids=["unknown_model_type", "vocabulary_too_large_for_the_corpus", "unknown_attention_score",
+        "unknown_validation_split"])
+def test_mistakes_on_a_new_run(extra, fragments, tmp_path, monkeypatch, capsys):
+  workdir = tmp_path / "never"
+  code, _, err = cli(["--config", "configs/seq2seq.py:demo", "--workdir", str(workdir)]
+                     + tiny_flags(**extra), monkeypatch, capsys)
   assert_one_error_line(code, err, *fragments)
   assert not workdir.exists()
 

@@ -465,7 +465,16 @@ def run(mode: str, step_fn: StepFn, init_carry: Any, key: jax.Array, *, temperat
   if mode == "beam":
     return beam_search(step_fn, init_carry, beam_width=beam_width,
                        length_penalty=length_penalty, **common)
-  raise ConfigError(f"decoding mode {mode!r} must be one of {', '.join(MODES)}")
+  check_mode(mode)
+  raise AssertionError(mode)
+
+
+def check_mode(mode: str) -> None:
+  """A one-line ConfigError for a decoding mode that is not one of :data:`MODES` (the
+  trainer checks ``config.decode.mode`` before anything is written)."""
+  if mode not in MODES:
+    raise ConfigError(f"decoding mode {mode!r} must be one of {', '.join(MODES)}; set "
+                      "--config.decode.mode")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -54,7 +54,8 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from vedgan import configlib, parallel, plots, selection as selection_lib, steps as steps_lib
+from vedgan import configlib, decode, parallel, plots, selection as selection_lib
+from vedgan import steps as steps_lib
 from vedgan import workdir_lock
 from vedgan.stopping import SetupInterrupted, StopFlag
 from vedgan.workdir_checks import (check_compatible, check_written_paths,
@@ -79,6 +80,7 @@ class Trainer:
     self.mesh = parallel.make_mesh()
     self.objective_cls = get_objective_class(config.objective)
     configlib.validate(config, self.objective_cls.STEPS)  # ranges first, then divisibility
+    decode.check_mode(str(config.decode.mode))
     parallel.check_batch_size(int(config.train.batch_size), self.mesh, "train.batch_size")
     parallel.check_batch_size(int(config.train.eval_batch_size), self.mesh,
                               "train.eval_batch_size")

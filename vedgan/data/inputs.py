@@ -142,7 +142,10 @@ def train_tokenizer(config, texts):
   tc = config.tokenizer
   kind = tc.kind
   if kind == "sentencepiece":
-    return train_sentencepiece(texts, int(tc.vocab_size), model_type=tc.model_type)
+    try:   # a bad model_type, or a vocabulary too large for a small corpus: one line
+      return train_sentencepiece(texts, int(tc.vocab_size), model_type=tc.model_type)
+    except ValueError as e:
+      raise ConfigError(f"{e} (config.tokenizer)") from None
   if kind == "word":
     return train_word_vocab(texts, int(tc.vocab_size), lowercase=bool(_get(tc, "lowercase", True)),
                             min_count=int(_get(tc, "min_count", 1)))

@@ -233,6 +233,11 @@ def load_split(data_config: Any, split: str, verbose: bool = False
     from vedgan.data import oracle_data  # pylint: disable=g-import-not-at-top
     return oracle_data.load_split(data_config, split)
   builder = prepare_builder(data_config, verbose=verbose)
+  splits = sorted(builder.info.splits)
+  if split not in splits:
+    field = "validation_split" if split != "train" else "name"
+    raise ConfigError(f"dataset {builder.name!r} has no split {split!r} (it has {splits}); set "
+                      f"--config.data.{field} to one of them")
   return builder.as_data_source(split=split)
 
 

@@ -87,6 +87,10 @@ def gaussian_sample(key: jax.Array, mean: jax.Array,
   return mean + jnp.exp(0.5 * logvar) * eps
 
 
+#: the ``mode`` values of :func:`free_bits` (``config.ved.free_bits_mode``).
+FREE_BITS_MODES = ("per_dim", "total")
+
+
 @functools.partial(jax.jit, static_argnames=("mode",))
 def free_bits(kl_per_dim: jax.Array, threshold: float | jax.Array,
               mode: str = "per_dim") -> jax.Array:
@@ -123,7 +127,7 @@ def free_bits(kl_per_dim: jax.Array, threshold: float | jax.Array,
     return jnp.sum(jnp.maximum(kl_per_dim, threshold), axis=-1)
   if mode == "total":
     return jnp.maximum(jnp.sum(kl_per_dim, axis=-1), threshold)
-  raise ValueError(f"mode must be 'per_dim' or 'total', got {mode!r}")
+  raise ValueError(f"mode must be one of {FREE_BITS_MODES}, got {mode!r}")
 
 
 @jax.jit

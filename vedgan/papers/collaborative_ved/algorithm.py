@@ -53,6 +53,7 @@ from absl import logging
 
 from vedgan import decode, losses, parallel, schedules
 from vedgan.errors import ConfigError
+from vedgan.losses import latent as latent_losses
 from vedgan.metrics import collapse
 from vedgan.metrics import likelihood
 from vedgan.metrics.likelihood import token_nll
@@ -154,6 +155,9 @@ class CollaborativeVED(Objective):
     self.latent = LatentNets(latent_dim=m.latent_dim, hidden=m.estimator_hidden,
                              softplus_variance=self.kind == "co")
     self.ved = config.ved
+    if self.ved.free_bits_mode not in latent_losses.FREE_BITS_MODES:
+      raise ConfigError(f"config.ved.free_bits_mode={self.ved.free_bits_mode!r} must be one "
+                        f"of {latent_losses.FREE_BITS_MODES} (FB or FB-all)")
     if "likelihood" in config:  # checked now; a run saved before it existed lacks it
       likelihood.iw_settings(config)
     self.plan = Plan.from_config(config)

@@ -202,6 +202,11 @@ class HappyBotObjective(Objective):
     self._rewards: dict[str, rewards.Reward] = {}
     self.lookahead = self.reward("lookahead")
     self.current = self.reward("current")
+    for stage in config.stages.values():   # choices refused before anything is written
+      if "reward" in stage:
+        self.reward(str(stage.reward))
+      if "baseline" in stage:
+        _baseline_mode(stage)
 
   def reward(self, name: str) -> rewards.Reward:
     """The reward ``name`` of :mod:`vedgan.rewards` (built once)."""

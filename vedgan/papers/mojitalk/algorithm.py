@@ -107,6 +107,13 @@ def hybrid_loss(cvae_loss, neg_policy, policy_weight):
 # =============================================================================
 
 
+#: ``stages.<name>.kl_schedule`` values (:meth:`MojiTalk.kl_weight_fn`).
+KL_SCHEDULES = ("linear", "tanh", "tanh_smooth", "constant")
+#: ``stages.rl.rl_decode``: how the RL stage generates; ``rl_latent``: where its z comes from.
+RL_DECODES = ("greedy", "sample")
+RL_LATENTS = ("prior", "posterior")
+
+
 @register("mojitalk")
 class MojiTalkObjective(Objective):
   """Base seq2seq -> CVAE -> emoji classifier -> Reinforced CVAE (see the module docstring)."""
@@ -139,6 +146,12 @@ class MojiTalkObjective(Objective):
     #: the global step of the first CVAE/RL step (None: the run never leaves the base).
     self.latent_start = min(firsts) if firsts else None
     self._gen_cache: dict = {}
+    for name, stage in config.stages.items():   # refused before anything is written
+      for field, choices in (("kl_schedule", KL_SCHEDULES), ("rl_decode", RL_DECODES),
+                             ("rl_latent", RL_LATENTS)):
+        if field in stage and stage[field] not in choices:
+          raise ConfigError(f"config.stages.{name}.{field}={stage[field]!r} must be one of "
+                            f"{choices}")
 
   @classmethod
   def make_inputs(cls, config, workdir: str):
@@ -187,7 +200,7 @@ class MojiTalkObjective(Objective):
       ratio = float(stage.kl_tanh_ratio)
       return schedules.mojitalk_kl_anneal(steps / ratio, ceiling, ratio,
                                           smooth=kind == "tanh_smooth")
-    raise ConfigError(f"kl_schedule={kind!r} must be linear, tanh, tanh_smooth or constant")
+    raise AssertionError(kind)  # refused in __init__
 
   def cvae_loss(self, params, batch, ctx):
     """``L'`` (Eq. 2) with the annealed KL weight and the BoW loss (Eq. 1)."""
@@ -211,11 +224,7 @@ class MojiTalkObjective(Objective):
   def rl_loss(self, params, batch, ctx):
     """The Reinforced CVAE: ``L'' = L' - lambda J'`` (Algorithm 1); classifier frozen."""
     stage, net = ctx.stage, self.net
-    mode, source = stage.rl_decode, stage.rl_latent
-    if mode not in ("greedy", "sample"):
-      raise ConfigError(f"rl_decode={mode!r} must be greedy or sample")
-    if source not in ("prior", "posterior"):
-      raise ConfigError(f"rl_latent={source!r} must be prior or posterior")
+    mode, source = stage.rl_decode, stage.rl_latent   # checked in __init__
     w, context, label = batch["weight"], batch["context"], batch["label"]
     z_key = ctx.salted_key(_Z)
     frozen = jax.lax.stop_gradient(params)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from vedgan import decode, losses
 from vedgan.errors import ConfigError
+from vedgan.nn import attention as attention_lib
 from vedgan.nn.seq2seq import Seq2Seq
 from vedgan.objective import Generation, Objective, register
 from vedgan.steps import Step, Weighted
@@ -28,6 +29,9 @@ def build_seq2seq(model_config, vocab_size: int) -> Seq2Seq:
   """The :class:`Seq2Seq` module described by ``config.model``."""
   if model_config.dtype not in DTYPES:
     raise ConfigError(f"model.dtype={model_config.dtype!r} must be one of {sorted(DTYPES)}")
+  if model_config.attention not in attention_lib.SCORES:
+    raise ConfigError(f"model.attention={model_config.attention!r} must be one of "
+                      f"{attention_lib.SCORES} (Luong et al.'s scores)")
   return Seq2Seq(vocab_size=vocab_size, embed_dim=model_config.embed_dim,
                  hidden=model_config.hidden, encoder_layers=model_config.encoder_layers,
                  attention=model_config.attention, tie_embeddings=model_config.tie_embeddings,
