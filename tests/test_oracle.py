@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import make_config
-from vedgan import eval_suites, oracle, train
+from vedgan import eval_suites, oracle, oracle_eval, train
 from vedgan.data import oracle_data, sources
 from vedgan.data.identity_tokenizer import IdentityTokenizer
 from vedgan.data.tokenizer import load_tokenizer
@@ -195,6 +195,19 @@ def test_latent_gan_demo_on_the_oracle_scores_samples_and_sweeps_self_bleu(tmp_p
                                temperatures=(0.05, 2.0))["oracle_temperature"]
   (curve,) = out["curves"]
   assert not curve["likelihood"]
+  # Temperature 1 is the GAN's own word distribution softmax(o / tau_2) (Eq. 2), not softmax(o).
+  run = train.Trainer(config, workdir)
+  try:
+    run.setup(write=False)
+    ev = oracle_eval.OracleEvaluator(config, run.objective)
+    assert ev.base_temperature == config.model.word_temperature == 0.1
+    sample, _ = oracle_eval._model_fns(run.objective.generator, 8, 8)  # pylint: disable=protected-access
+    own, _ = ev.model_samples(run.state, 1.0, seed=3)
+    raw = sample(run.state.params["generator"], jax.random.fold_in(jax.random.key(3), 0),
+                 np.float32(0.1), num=ev.chunk)[0]
+    np.testing.assert_array_equal(own[:ev.chunk], np.asarray(raw))
+  finally:
+    run.close()
   lo, hi = curve["points"]
   assert "self_bleu" in lo and "nll_test" not in lo
   # Sharper sampling repeats itself more: Self-BLEU falls as the temperature rises.

@@ -5,7 +5,10 @@ adds these to the validation row of ``metrics.jsonl``):
 
 * ``nll_oracle``: mean per-token NLL under the oracle of ``data.oracle_eval_samples``
   (10,000 in SeqGAN) sequences sampled from the model at temperature 1, all ``T``
-  positions counted (quality);
+  positions counted (quality). Temperature 1 is the model's own distribution: for the
+  latent GAN, whose words are drawn from ``softmax(o / tau_2)`` in training (Eq. 2,
+  ``model.word_temperature`` = 0.1), that is ``softmax(o / tau_2)``, not ``softmax(o)``;
+  a sweep's temperature ``T`` multiplies ``tau_2``;
 * ``nll_test``: the model's mean per-token NLL of the held-out oracle ``test`` split, the
   ``T`` oracle tokens counted, not the models' final blank (coverage; models with a
   likelihood only: the unconditional language model ``lstm_lm``);
@@ -123,6 +126,12 @@ class OracleEvaluator:
     self.test = oracle_data.load_tokens(d, "test")
     self.seed = int(config.seed) + 11
     self._floor = None
+    #: the word temperature the generator was trained at: tau_2 of the latent GAN (Eq. 2: its
+    #: words, all the discriminator ever sees, are drawn from softmax(o / tau_2)), 1 for an
+    #: MLE model. Sampling "at temperature T" draws from softmax(o / (base * T)), so T = 1 is
+    #: the model's own distribution.
+    self.base_temperature = (1.0 if has_likelihood(objective)
+                             else float(config.model.word_temperature))
 
   @property
   def floor(self) -> float:
@@ -135,14 +144,16 @@ class OracleEvaluator:
     return self._floor
 
   def model_samples(self, state, temperature: float = 1.0, seed: int | None = None):
-    """``(tokens [N, T] oracle ids, mean special mass)``; chunk ``i`` uses
-    ``fold_in(key(seed), i)`` (default seed ``config.seed + 11``)."""
+    """``(tokens [N, T] oracle ids, mean special mass)`` at ``temperature`` relative to the
+    model's own (:attr:`base_temperature`); chunk ``i`` uses ``fold_in(key(seed), i)``
+    (default seed ``config.seed + 11``)."""
     sample, _ = _model_fns(self.objective.generator, int(self.objective.latent_dim), self.length)
     key = jax.random.key(self.seed if seed is None else int(seed))
     params = state.params["generator"]
     toks, mass = [], []
     for i in range(-(-self.num_samples // self.chunk)):
-      t, m = sample(params, jax.random.fold_in(key, i), jnp.float32(temperature), num=self.chunk)
+      t, m = sample(params, jax.random.fold_in(key, i),
+                    jnp.float32(temperature * self.base_temperature), num=self.chunk)
       toks.append(np.asarray(t))
       mass.append(np.asarray(m, np.float64))
     n = self.num_samples
