@@ -164,6 +164,10 @@ def test_demo_mle_run_writes_oracle_metrics_and_nll_test_falls(tmp_path):
   assert points[0.5]["nll_oracle"] < points[1.0]["nll_oracle"] < points[2.0]["nll_oracle"]
   assert points[2.0]["nll_test"] > points[1.0]["nll_test"]       # a flattened model fits worse
   assert out["values"]["nll_oracle_data"] == pytest.approx(last["nll_oracle_data"])
+  curves = eval_suites.run_suites(workdir, "oracle_curves", echo=None)["oracle_curves"]
+  (mle_curve,) = curves["curves"]
+  assert mle_curve["epochs_per_step"] == pytest.approx(1 / 16)    # every step updates G
+  assert [p["nll_test"] for p in mle_curve["points"]] == [r["nll_test"] for r in val]
   assert os.path.isfile(os.path.join(workdir, "eval", "oracle_temperature.png"))
   with pytest.raises(ConfigError, match="must be > 0"):
     eval_suites.run_suites(workdir, "oracle_temperature", echo=None, temperatures=(0.0, 1.0))
@@ -208,6 +212,14 @@ def test_latent_gan_demo_on_the_oracle_scores_samples_and_sweeps_self_bleu(tmp_p
     np.testing.assert_array_equal(own[:ev.chunk], np.asarray(raw))
   finally:
     run.close()
+  # The training curve is on epochs of generator updates: one G update per two global steps,
+  # 512 / 32 = 16 batches an epoch.
+  curves = eval_suites.run_suites(workdir, "oracle_curves", echo=None)["oracle_curves"]
+  (gan_curve,) = curves["curves"]
+  assert gan_curve["epochs_per_step"] == pytest.approx(0.5 / 16)
+  assert [(p["step"], p["epoch"]) for p in gan_curve["points"]] == [(0, 0.0), (8, 0.25)]
+  assert [p["nll_oracle"] for p in gan_curve["points"]] == [r["nll_oracle"] for r in val]
+  assert os.path.isfile(os.path.join(workdir, "eval", "oracle_curves.png"))
   lo, hi = curve["points"]
   assert "self_bleu" in lo and "nll_test" not in lo
   # Sharper sampling repeats itself more: Self-BLEU falls as the temperature rises.

@@ -1,4 +1,6 @@
-"""``oracle_temperature``: the temperature sweep on the synthetic oracle (issue 18, item 4).
+"""Suites of the synthetic oracle (issue 18): ``oracle_temperature``, the temperature sweep
+(item 4), and ``oracle_curves``, NLL-oracle and NLL-test of several runs against epochs of
+generator updates.
 
 "Language GANs falling short" (Caccia et al.) compare generators by the whole
 quality-diversity curve their sampling temperature traces, not one point. On the oracle
@@ -10,6 +12,12 @@ both axes are exact:
   oracle sequences under ``softmax(o / T)`` (models with a likelihood, ``lstm_lm``), or,
   for models without one (``latent_gan``), Self-BLEU-n of the first
   :data:`SELF_BLEU_SAMPLES` samples (ids as words; lower is more diverse).
+
+``oracle_curves`` reads the validation rows of ``metrics.jsonl`` of the run and of every
+``--compare_workdirs`` run and plots them against *epochs of generator updates* (a global
+step of the latent GAN's ``disc*1,gen*1`` cycle is half a generator update), so an MLE run
+and a GAN of as many generator updates share an axis; the oracle's own NLL is dashed.
+Writes ``eval/oracle_curves.json`` and ``eval/oracle_curves.png``.
 
 Usage::
 
@@ -24,6 +32,7 @@ used when given). Writes ``eval/oracle_temperature.json`` and ``eval/oracle_temp
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from typing import Any
 
@@ -125,4 +134,74 @@ def temperature_suite(run: eval_suites.EvalRun) -> eval_suites.SuiteOutput:
   summary = (f"{len(curves)} run(s) x {len(temps)} temperatures, "
              f"{curves[0]['num_samples']} samples each; floor {curves[0]['floor']:.3f} -> "
              f"{os.path.relpath(png, run.workdir)}")
+  return eval_suites.SuiteOutput(values, {}, summary, extra={"curves": curves}, plots=[png])
+
+
+def generator_epochs(run: eval_suites.EvalRun) -> float:
+  """Epochs of generator updates per global step: the share of the stages' cycle steps
+  that train the generator, over the batches in an epoch of the training split."""
+  trainer, objective = run.trainer, run.objective
+  steps = objective.steps()
+  span = trainer.plan.spans[0]
+  cycle = [name for name, n in span.cycle for _ in range(int(n))]
+  share = sum("generator" in steps[name].trains for name in cycle) / len(cycle)
+  d = run.config.data
+  per_epoch = -(-int(d.oracle_train_size) // int(run.config.train.batch_size))
+  return share / per_epoch
+
+
+def _curve(run: eval_suites.EvalRun) -> dict[str, Any]:
+  val = []
+  with open(os.path.join(run.workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    for line in f:
+      try:   # a run still training may be writing its last line
+        r = json.loads(line)
+      except ValueError:
+        continue
+      if r.get("split") == "validation" and "nll_oracle" in r:
+        val.append(r)
+  scale = generator_epochs(run)
+  name = f"{run.config.objective} ({os.path.basename(os.path.normpath(run.workdir))})"
+  return {"name": name, "workdir": run.workdir, "epochs_per_step": scale,
+          "points": [{"step": r["step"], "epoch": r["step"] * scale,
+                      **{k: r[k] for k in ("nll_oracle", "nll_test", "nll_oracle_data")
+                         if k in r}} for r in val]}
+
+
+def plot_curves(curves, path: str) -> str:
+  """NLL-oracle (solid) and NLL-test (dotted) against epochs of generator updates."""
+  fig, ax = _plotting.new_figure((7.0, 4.5))
+  for i, c in enumerate(curves):
+    xs = [p["epoch"] for p in c["points"]]
+    ax.plot(xs, [p["nll_oracle"] for p in c["points"]], "-", color=f"C{i}",
+            label=f"{c['name']}: NLL-oracle")
+    if any("nll_test" in p for p in c["points"]):
+      pts = [p for p in c["points"] if "nll_test" in p]
+      ax.plot([p["epoch"] for p in pts], [p["nll_test"] for p in pts], ":", color=f"C{i}",
+              label=f"{c['name']}: NLL-test")
+  floors = [p["nll_oracle_data"] for c in curves for p in c["points"] if "nll_oracle_data" in p]
+  if floors:
+    ax.axhline(floors[0], ls="--", color="grey", lw=1,
+               label=f"oracle's own NLL ({floors[0]:.2f})")
+  ax.set_xlabel("epochs of generator updates")
+  ax.set_ylabel("nats per token (lower is better)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.suptitle("Synthetic oracle: NLL-oracle (quality) and NLL-test (coverage) in training")
+  return _plotting.save(fig, path)
+
+
+@eval_suites.register_suite("oracle_curves", decodes=False)
+def curves_suite(run: eval_suites.EvalRun) -> eval_suites.SuiteOutput:
+  """The training curves of the run and of ``--compare_workdirs``, on one axis."""
+  with _runs(run) as runs:
+    curves = [_curve(r) for r in runs]
+  values = {}
+  for c in curves:
+    if c["points"]:
+      last = c["points"][-1]
+      values[f"{c['name']}: final nll_oracle"] = last["nll_oracle"]
+      values[f"{c['name']}: best nll_oracle"] = min(p["nll_oracle"] for p in c["points"])
+  png = plot_curves(curves, os.path.join(run.eval_dir, "oracle_curves.png"))
+  summary = f"{len(curves)} run(s) -> {os.path.relpath(png, run.workdir)}"
   return eval_suites.SuiteOutput(values, {}, summary, extra={"curves": curves}, plots=[png])
