@@ -91,6 +91,16 @@ def sweep(run: eval_suites.EvalRun, temperatures, num_samples: int, seed: int,
           "num_samples": ev.num_samples, "floor": floor, "points": points}
 
 
+def _finish_axes(ax, floor, xlabel: str, ylabel: str) -> None:
+  """The oracle's own NLL dashed (when known), labels, grid and legend."""
+  if floor is not None:
+    ax.axhline(floor, ls="--", color="grey", lw=1, label=f"oracle's own NLL ({floor:.2f})")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+
+
 def plot(curves, path: str, max_n: int) -> str:
   """NLL-oracle (y) against NLL-test or Self-BLEU (x), one panel per x-axis kind."""
   kinds = [k for k in (True, False) if any(c["likelihood"] == k for c in curves)]
@@ -105,13 +115,10 @@ def plot(curves, path: str, max_n: int) -> str:
       for p, x, y in zip(c["points"], xs, ys):
         ax.annotate(f"T={p['temperature']:g}", (x, y), fontsize=6, xytext=(3, 3),
                     textcoords="offset points", color=line.get_color())
-    floor = curves[0]["floor"]
-    ax.axhline(floor, ls="--", color="grey", lw=1, label=f"oracle's own NLL ({floor:.2f})")
-    ax.set_xlabel("NLL-test (coverage, lower is better)" if likelihood
-                  else f"Self-BLEU-{max_n} of the samples (lower is more diverse)")
-    ax.set_ylabel("NLL-oracle of the samples (quality, lower is better)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _finish_axes(ax, curves[0]["floor"],
+                 "NLL-test (coverage, lower is better)" if likelihood
+                 else f"Self-BLEU-{max_n} of the samples (lower is more diverse)",
+                 "NLL-oracle of the samples (quality, lower is better)")
   fig.suptitle("Synthetic oracle: temperature sweep")
   return _plotting.save(fig, path)
 
@@ -180,13 +187,8 @@ def plot_curves(curves, path: str) -> str:
       ax.plot([p["epoch"] for p in pts], [p["nll_test"] for p in pts], ":", color=f"C{i}",
               label=f"{c['name']}: NLL-test")
   floors = [p["nll_oracle_data"] for c in curves for p in c["points"] if "nll_oracle_data" in p]
-  if floors:
-    ax.axhline(floors[0], ls="--", color="grey", lw=1,
-               label=f"oracle's own NLL ({floors[0]:.2f})")
-  ax.set_xlabel("epochs of generator updates")
-  ax.set_ylabel("nats per token (lower is better)")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
+  _finish_axes(ax, floors[0] if floors else None, "epochs of generator updates",
+               "nats per token (lower is better)")
   fig.suptitle("Synthetic oracle: NLL-oracle (quality) and NLL-test (coverage) in training")
   return _plotting.save(fig, path)
 
