@@ -239,3 +239,57 @@ def test_wide_encodings_are_one_line_errors_not_garbage(tmp_path, encoding, frag
   assert fragment in str(exc.value) and "iconv" in str(exc.value), str(exc.value)
   path.write_bytes(text.encode("utf-8-sig"))
   assert list(textio.read_lines(path)) == text.splitlines()
+
+
+# -- own data: chat messages, split keys, warnings, errors (issue 22) -------------
+
+
+def test_chat_format_messages_are_read_as_turns(tmp_path):
+  chat = [{"messages": [{"role": "system", "content": "be kind"},
+                        {"role": "user", "content": "hi there"},
+                        {"role": "assistant", "content": "hello"},
+                        {"role": "assistant", "content": "how are you?"},
+                        {"role": "user", "content": "fine"}]},
+          {"messages": [{"role": "user", "content": "x"}, {"role": "assistant"}]},  # no content
+          {"dialog": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+  path = _write(tmp_path / "chat.jsonl", "".join(json.dumps(c) + "\n" for c in chat).encode())
+  cfg = {"format": "jsonl_dialogues", "path": path, "validation_percent": 0}
+  recs = sources.load_split(cfg, "train")
+  assert [(r["history"], r["response"]) for r in recs] == [
+      (["hi there"], "hello how are you?"), (["hi there", "hello how are you?"], "fine")]
+  assert recs.counts == {"missing_turns": 2, "records": 2}
+  named = sources.load_split(dict(cfg, turns_field="dialog"), "train")   # any field name
+  assert [(r["history"], r["response"]) for r in named] == [(["a"], "b")]
+
+
+def test_no_pairs_error_names_the_turns_field(tmp_path):
+  path = _write(tmp_path / "d.jsonl", b'{"utterances": ["a", "b"]}\n{"utterances": ["c", "d"]}\n')
+  config = make_config(data__format="jsonl_dialogues", data__path=path,
+                       data__validation_percent=0)
+  with pytest.raises(DataError, match=r"has no \(context, response\) pairs \(2 lines have no "
+                     r"list of turns under 'turns'\); set --config.data.turns_field"):
+    inputs.load_pairs(config.data, "train")
+
+
+def test_dialogues_that_open_alike_are_spread_over_both_splits(tmp_path):
+  """The split hashes the whole dialogue: 200 dialogues that all open with one line were all
+  in one split when it hashed the first turn."""
+  lines = [json.dumps({"turns": ["do you like pizza ?", f"yes, number {k}", f"why {k} ?"]})
+           for k in range(200)]
+  path = _write(tmp_path / "pizza.jsonl", ("\n".join(lines) + "\n").encode())
+  cfg = {"format": "jsonl_dialogues", "path": path, "validation_percent": 10}
+  train, val = sources.load_split(cfg, "train"), sources.load_split(cfg, "validation")
+  assert len(train) + len(val) == 400
+  assert 20 <= len(val) <= 60, len(val)           # ~10% of 400, binomial spread
+  key = lambda r: (tuple(r["history"]), r["response"])
+  assert not {key(r) for r in train} & {key(r) for r in val}
+
+
+def test_a_tiny_or_repetitive_validation_split_is_warned_about():
+  varied = [(f"context {k}", f"reply {k}") for k in range(60)]
+  assert inputs.warn_if_unrepresentative(varied, "x validation") == []
+  (tiny,) = inputs.warn_if_unrepresentative(varied[:10], "x validation")
+  assert "only 10 (context, response) pairs" in tiny
+  same = varied + [("do you like pizza ?", f"r{k}") for k in range(20)]
+  (repetitive,) = inputs.warn_if_unrepresentative(same, "x validation")
+  assert "20 of its 80 pairs have the context 'do you like pizza ?'" in repetitive

@@ -10,9 +10,14 @@ format            one line is                                  records (per item
                                                                "turn", "history",
                                                                "response"}``
 ``jsonl_dialogues`` ``{"turns": ["hi", "hello", ...],           the same per turn
-                  "label": ...}`` (label optional)             >= 1, plus
-                                                               ``"label"`` (int)
+                  "label": ...}`` (label optional), or the     >= 1, plus
+                  chat format ``{"messages": [{"role":         ``"label"`` (int)
+                  "user", "content": "hi"}, ...]}``
 ================  ===========================================  =====================
+
+The chat format (:func:`chat_turns`) is read from ``messages`` when a line has no
+``turns`` (or from ``config.data.turns_field`` when that names a list of messages):
+``system`` messages are dropped and consecutive messages of one role are one turn.
 
 The records have the same fields as the TFDS builders', so
 :func:`vedgan.data.sources.dialogue_pairs`, :func:`~vedgan.data.sources.sentences`,
@@ -23,7 +28,7 @@ split into several history turns.
 Splits. If ``path`` contains ``{split}`` it is formatted with the split name
 (``data/{split}.tsv`` -> ``data/train.tsv``, ``data/validation.tsv``,
 ``data/test.tsv``). Otherwise the one file is split: an item goes to
-``validation`` when a stable hash of its text (a dialogue: of its first turn)
+``validation`` when a stable hash of its text (a dialogue: of all its turns)
 falls in the first ``config.data.validation_percent`` percent, else to
 ``train``; identical items always share a split.
 
@@ -108,6 +113,13 @@ def resolve_path(data_config: Any, split: str) -> tuple[str, Optional[bool]]:
   return path, want
 
 
+def _dialogue_key(turns: list[str]) -> str:
+  """What a dialogue's split is hashed from: all its turns (case and spacing folded). Not
+  only the first: dialogues that open alike ("do you like pizza ?") would all land in one
+  split, and a validation set could be copies of one opening line."""
+  return "\n".join(" ".join(t.lower().split()) for t in turns)
+
+
 def _keep(key: str, want: Optional[bool], percent: float) -> bool:
   return want is None or _in_validation(key, percent) == want
 
@@ -171,6 +183,10 @@ def _parse_dialogue(line, turns_field, label_field, counts):
     counts["malformed_json"] += 1
     return None
   turns = obj.get(turns_field)
+  if turns is None and turns_field == "turns" and "messages" in obj:
+    turns = obj["messages"]          # the chat format, found without configuring it
+  if isinstance(turns, list) and turns and all(isinstance(t, dict) for t in turns):
+    turns = chat_turns(turns)
   if not isinstance(turns, list) or not all(
       isinstance(t, str) or t is None for t in turns):
     counts["missing_turns"] += 1
@@ -202,6 +218,32 @@ def _parse_dialogue(line, turns_field, label_field, counts):
   return obj.get("id"), texts, labels
 
 
+def chat_turns(messages: list[dict]) -> Optional[list[str]]:
+  """The turns of a chat-format dialogue ``[{"role": ..., "content": "..."}, ...]``: the
+  ``system`` messages dropped, consecutive messages of one role joined into one turn (with
+  a space). None when a message has no string ``content``.
+
+  >>> chat_turns([{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"},
+  ...             {"role": "assistant", "content": "hello"}, {"role": "assistant",
+  ...             "content": "how are you?"}])
+  ['hi', 'hello how are you?']
+  """
+  turns, roles = [], []
+  for m in messages:
+    content = m.get("content")
+    if not isinstance(content, str):
+      return None
+    role = m.get("role")
+    if role == "system":
+      continue
+    if roles and role is not None and role == roles[-1]:
+      turns[-1] = f"{turns[-1]} {content}"
+    else:
+      turns.append(content)
+      roles.append(role)
+  return turns
+
+
 def _jsonl_dialogues(path, want, percent, counts, turns_field, label_field,
                      label_ids):
   out = []
@@ -210,7 +252,7 @@ def _jsonl_dialogues(path, want, percent, counts, turns_field, label_field,
     if parsed is None:
       continue
     dialogue_id, turns, labels = parsed
-    if not _keep(" ".join(turns[0].lower().split()), want, percent):
+    if not _keep(_dialogue_key(turns), want, percent):
       continue
     dialogue_id = str(dialogue_id) if dialogue_id is not None else (
         f"{number:08d}")
@@ -238,7 +280,7 @@ def _label_vocabulary(data_config, turns_field, label_field) -> dict:
     if parsed is None:
       continue
     _, turns, labels = parsed
-    if _keep(" ".join(turns[0].lower().split()), want, percent):
+    if _keep(_dialogue_key(turns), want, percent):
       names.update(x for x in labels[1:] if isinstance(x, str))
       numbers.update(x for x in labels[1:] if isinstance(x, int))
   ids = {name: i for i, name in enumerate(sorted(names))}

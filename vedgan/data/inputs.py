@@ -10,6 +10,7 @@ kind.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 
@@ -120,10 +121,48 @@ def load_pairs(data_config, split: str) -> list[tuple[str, str]]:
   if source_counts:
     log_counts(f"{dataset_label(data_config)} {split} (reading)", source_counts)
   pairs = sources.dialogue_pairs(records, int(data_config.context_turns), data_config.eou)
+  if pairs and split != "train":
+    warn_if_unrepresentative(pairs, f"{dataset_label(data_config)} {split}")
   if not pairs:
     raise DataError(f"dataset {dataset_label(data_config)!r} split {split!r} has no (context, "
-                    "response) pairs; check config.data and the prepared files")
+                    f"response) pairs{_why_no_pairs(data_config, source_counts)}")
   return pairs
+
+
+#: a held-out split smaller than this gives noisy metrics (a warning, not an error)
+MIN_HELD_OUT = 50
+#: ... and one whose most common context is more than this share of it is repetitive
+MAX_CONTEXT_SHARE = 0.2
+
+
+def warn_if_unrepresentative(pairs: list[tuple[str, str]], what: str) -> list[str]:
+  """Logs (and returns) warnings about a held-out split of ``(context, response)`` pairs
+  that is tiny or dominated by one context; an empty list when it is neither."""
+  found = []
+  if len(pairs) < MIN_HELD_OUT:
+    found.append(f"data {what}: only {len(pairs)} (context, response) pairs; its metrics "
+                 "will be noisy (raise config.data.validation_percent or give a larger file)")
+  context, count = collections.Counter(c for c, _ in pairs).most_common(1)[0]
+  if count > 1 and count > MAX_CONTEXT_SHARE * len(pairs):
+    found.append(f"data {what}: {count} of its {len(pairs)} pairs have the context "
+                 f"{context[:60]!r}; its metrics and logged samples will repeat it")
+  for line in found:
+    logging.warning("%s", line)
+  return found
+
+
+def _why_no_pairs(data_config, counts) -> str:
+  """The end of the no-pairs error: what to check, from the reader's skip counts."""
+  fmt = _get(data_config, "format", "tfds") or "tfds"
+  if fmt == "jsonl_dialogues" and counts and counts.get("missing_turns"):
+    field = _get(data_config, "turns_field", "turns") or "turns"
+    return (f" ({counts['missing_turns']} lines have no list of turns under "
+            f"{field!r}); set --config.data.turns_field to the field that holds them "
+            "(a list of strings, or of chat messages {\"role\", \"content\"})")
+  if fmt != "tfds" and counts:
+    skipped = {k: v for k, v in counts.items() if v and k != "records"}
+    return f" (skipped lines: {skipped}); check config.data.path and config.data.format"
+  return "; check config.data and the prepared files"
 
 
 def log_counts(what: str, counts: dict) -> None:

@@ -233,12 +233,14 @@ def load_split(data_config: Any, split: str, verbose: bool = False
     from vedgan.data import oracle_data  # pylint: disable=g-import-not-at-top
     return oracle_data.load_split(data_config, split)
   builder = prepare_builder(data_config, verbose=verbose)
-  splits = sorted(builder.info.splits)
-  if split not in splits:
-    field = "validation_split" if split != "train" else "name"
+  try:   # (TFDS parses slices and sums: "train[:10%]", "train+validation")
+    return builder.as_data_source(split=split)
+  except ValueError as e:
+    if "Unknown split" not in str(e):
+      raise
+    splits = sorted(builder.info.splits)
     raise ConfigError(f"dataset {builder.name!r} has no split {split!r} (it has {splits}); set "
-                      f"--config.data.{field} to one of them")
-  return builder.as_data_source(split=split)
+                      "--config.data.validation_split to one of them") from None
 
 
 def _to_str(value) -> str:
