@@ -8,6 +8,7 @@ workdir (adds the Reinforced CVAE stage), evaluated at every stage end.
 import json
 import math
 import os
+import re
 import string
 import types
 
@@ -405,7 +406,7 @@ def test_labelled_batches_align_labels_with_examples_and_resume():
                        data__max_context_len=8, data__max_response_len=8, data__buckets=(8,))
   chars = FakeTokenizer("char", string.ascii_lowercase + string.digits)
   enc = mojitalk_data.encode_labelled(config, pairs, np.asarray(labels), chars)
-  assert len(enc) == 23 and enc.counts["subset_dropped"] == 2
+  assert len(enc) == 23 and enc.counts["skipped_bad_label"] == 2   # counted (and logged)
   assert enc.counts["skipped_empty"] == 1
 
   def make(process_index=0, process_count=1):
@@ -613,3 +614,34 @@ def test_e2e_report_files_and_the_classifier_suite(demo_run):
   record = demo_run.suites["mojitalk_classifier"]
   assert record["step"] == RL_END and record["classifier"] == demo_run.report["classifier"]
   assert record["values"]["top1"] == demo_run.report["classifier"]["top1"]
+
+
+def test_own_labelled_data_names_its_labels_or_is_refused(tmp_path):
+  """A user's JSONL with string labels: the demo's 8 sentiment names (or too few classes) are
+  a one-line error naming the settings to use, not a silent drop of out-of-range pairs."""
+  names = [f"mood{k}" for k in range(10)]
+  path = tmp_path / "moods.jsonl"
+  path.write_text("".join(json.dumps({"turns": [f"hello {k}", f"reply {k} there"],
+                                      "label": names[k % 10]}) + "\n" for k in range(60)))
+  base = dict(data__format="jsonl_dialogues", data__path=str(path), data__label_field="label",
+              data__labels="field", data__validation_percent=0)
+  config = make_config("configs/mojitalk.py", "demo", **base)
+  with pytest.raises(ConfigError, match=re.escape(
+      "the 'label' labels of jsonl_dialogues:") + r".* are 10 strings, ids 0-9 in sorted "
+      r"order; config.data.label_names=\('neutral', .*\) does not name them: set "
+      r"--config.data.label_names=\"\('mood0', 'mood1', .*'mood9'\)\" "
+      r"--config.data.num_labels=10"):
+    mojitalk_data.source_pairs(config, "train")
+  good = make_config("configs/mojitalk.py", "demo", data__label_names=tuple(names),
+                     data__num_labels=10, **base)
+  pairs, labels = mojitalk_data.source_pairs(good, "train")
+  assert len(pairs) == 60 and sorted(set(labels.tolist())) == list(range(10))
+  # integer labels beyond num_labels: refused with the value to set (they were dropped)
+  ints = tmp_path / "ints.jsonl"
+  ints.write_text("".join(json.dumps({"turns": ["a b", "c d"], "label": k % 10}) + "\n"
+                          for k in range(30)))
+  few = make_config("configs/mojitalk.py", "demo", **dict(base, data__path=str(ints)))
+  with pytest.raises(ConfigError, match=r"config.data.num_labels=8, but 6 of the 30 training "
+                     r"pairs of jsonl_dialogues:.* have labels up to 9: set "
+                     r"--config.data.num_labels=10"):
+    mojitalk_data.source_pairs(few, "train")

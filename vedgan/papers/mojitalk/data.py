@@ -21,6 +21,7 @@ Where the label comes from is ``config.data.labels``:
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
@@ -81,19 +82,33 @@ def source_pairs(config, split: str) -> tuple[list, np.ndarray | None]:
                       "id) or 'lexicon' (derive a stand-in label from the response text)")
   records = sources.load_split(config.data, split)
   pairs = sources.dialogue_pairs(records, int(config.data.context_turns), config.data.eou)
+  dataset = inputs_lib.dataset_label(config.data)
   if not pairs:
-    raise DataError(f"dataset {config.data.name!r} split {split!r} has no (context, response) "
-                    "pairs")
+    raise DataError(f"dataset {dataset!r} split {split!r} has no (context, response) pairs")
+  names = getattr(records, "label_names", None)   # string labels of a custom file
+  if names and split == "train" and tuple(config.data.label_names) != tuple(names):
+    raise ConfigError(
+        f"the {config.data.label_field!r} labels of {dataset} are {len(names)} strings, ids "
+        f"0-{len(names) - 1} in sorted order; config.data.label_names="
+        f"{tuple(config.data.label_names)} does not name them: set "
+        f"--config.data.label_names=\"{tuple(names)}\" --config.data.num_labels={len(names)}")
   field = config.data.label_field
   labels = []
   for record in _read_all(records):
     if field not in record:
-      raise DataError(f"dataset {config.data.name!r} has no field {field!r} for the emoji "
+      raise DataError(f"dataset {dataset!r} has no field {field!r} for the emoji "
                       f"label (fields: {sorted(record)}); set data.label_field")
     labels.append(int(np.asarray(record[field]).item()))
   if len(labels) != len(pairs):
     raise DataError(f"{len(labels)} labels for {len(pairs)} pairs in split {split!r}")
-  return pairs, np.asarray(labels, np.int64)
+  labels = np.asarray(labels, np.int64)
+  num_labels = int(config.data.num_labels)
+  over = labels >= num_labels
+  if split == "train" and over.any():
+    raise ConfigError(f"config.data.num_labels={num_labels}, but {int(over.sum())} of the "
+                      f"{len(labels)} training pairs of {dataset} have labels up to "
+                      f"{int(labels.max())}: set --config.data.num_labels={int(labels.max()) + 1}")
+  return pairs, labels
 
 
 def encode_labelled(config, pairs, labels, tokenizer, lexicon=None):
@@ -126,7 +141,11 @@ def encode_labelled(config, pairs, labels, tokenizer, lexicon=None):
   labels = np.asarray(labels)
   enc = pipeline.with_fields(enc, label=np.where((labels >= 0) & (labels < num_labels),
                                                  labels, -1).astype(np.int32))
-  return pipeline.subset(enc, enc.fields["label"] >= 0)
+  kept = pipeline.subset(enc, enc.fields["label"] >= 0)
+  # held-out labels the training split never had (-1) or beyond num_labels: counted, logged
+  counts = dict(kept.counts)
+  counts["skipped_bad_label"] = counts.pop("subset_dropped", 0)
+  return dataclasses.replace(kept, counts=counts)
 
 
 def labelled_split(config, split: str, tokenizer, lexicon=None):
@@ -153,7 +172,8 @@ def make_inputs(config, workdir: str):
                 enc.fields["label"], minlength=num_labels).tolist())
             for split, enc in (("train", train), ("validation", val))}
   for split, c in counts.items():
-    inputs_lib.log_counts(f"{config.data.name} {split} (tokenised, labelled)", c)
+    inputs_lib.log_counts(f"{inputs_lib.dataset_label(config.data)} {split} (tokenised, "
+                          "labelled)", c)
   n = max(int(config.train.num_samples), 0)
   samples = [val_pairs[i] for i in val.index[:n]]
   return inputs_lib.Inputs(tok, {"train": inputs_lib.batch_iterator(config, train)},
