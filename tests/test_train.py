@@ -6,7 +6,7 @@ import signal
 import jax
 import numpy as np
 import pytest
-from conftest import make_config, restore_numpy_state
+from conftest import make_config, restore_numpy_state, tiny_overrides
 
 from vedgan import train
 from vedgan.errors import CheckpointError, ConfigError
@@ -220,3 +220,21 @@ def test_trim_logs_drops_later_rows_and_a_torn_last_line(tmp_path):
   assert (tmp_path / "samples.jsonl").read_text() == '{"step": 3, "response": "hi"}\n'
   train.Trainer._trim_logs(fake, -1)  # pylint: disable=protected-access
   assert (tmp_path / "metrics.jsonl").read_text() == ""
+
+
+def test_rerunning_a_finished_run_says_so_and_reports_its_last_validation(tmp_path, capsys):
+  """It printed `final: {... "validation": {}}` and nothing else; a resumed run said nothing."""
+  config = make_config(**tiny_overrides(), stages__mle__num_steps=2, train__checkpoint_every=1,
+                       train__eval_every=2)
+  workdir = str(tmp_path / "run")
+  first = train.run(config, workdir)
+  capsys.readouterr()
+  again = train.run(config, workdir)
+  out = capsys.readouterr().out
+  assert f"the run in {workdir} is already complete (step 2 of 2); nothing to train" in out
+  assert again["step"] == 2 and again["validation"] == pytest.approx(first["validation"])
+  assert again["validation"]                                # was {}
+  longer = make_config(**tiny_overrides(), stages__mle__num_steps=3, train__checkpoint_every=1,
+                       train__eval_every=2)
+  train.run(longer, workdir)
+  assert f"resuming {workdir} from its checkpoint at step 2 of 3" in capsys.readouterr().out

@@ -56,12 +56,12 @@ from tqdm import tqdm
 
 from vedgan import configlib, decode, parallel, plots, selection as selection_lib
 from vedgan import steps as steps_lib
-from vedgan import workdir_lock
+from vedgan import resume, workdir_lock
 from vedgan.stopping import SetupInterrupted, StopFlag
 from vedgan.workdir_checks import (check_compatible, check_written_paths,
                                    check_workdir)  # noqa: F401 (check_workdir: re-exported)
 from vedgan.checkpoint import Checkpointer, write_json_atomic
-from vedgan.data import inputs as inputs_lib, pipeline
+from vedgan.data import inputs as inputs_lib
 from vedgan.errors import CheckpointError, ConfigError, VedganError
 from vedgan.objective import get_objective_class
 from vedgan.plan import Plan, StageSpan
@@ -139,15 +139,17 @@ class Trainer:
       try:
         self.inputs.set_state(meta["data_state"])
       except ValueError as e:
-        message = _data_state_message(e, f"{source.directory}/{latest}")
+        message = resume.data_state_message(e, f"{source.directory}/{latest}")
         if write:
           raise CheckpointError(message) from None
         logging.warning("%s (a reader does not continue the data position: going on)", message)
-      self._window = _window_from_meta(meta.get("log_window", []))
+      self._window = resume.window_from_meta(meta.get("log_window", []))
       if write:
         self._trim_logs(self.step)
-        _warn_if_elastic(meta, self.mesh.devices.size, self._print)
-      logging.info("resumed from step %d", self.step)
+        resume.warn_if_elastic(meta, self.mesh.devices.size, self._print)
+      if write:
+        self._print(f"resuming {self.workdir} from its checkpoint at step {self.step} of "
+                    f"{self.total_steps}")
     elif write:
       self._trim_logs(-1)  # rows of a start that died before its first checkpoint
     if self.is_chief and write:
@@ -315,7 +317,7 @@ class Trainer:
   def checkpoint_meta(self) -> dict[str, Any]:
     return {"step": self.step, "data_state": self.inputs.get_state(),
             "tokenizer_fingerprint": self.inputs.tokenizer.fingerprint,
-            "log_window": _window_to_meta(self._window), "num_devices": self.mesh.devices.size,
+            "log_window": resume.window_to_meta(self._window), "num_devices": self.mesh.devices.size,
             **selection_lib.meta(self)}
 
   def save(self) -> None:
@@ -329,6 +331,11 @@ class Trainer:
     last_eval: dict[str, float] = {}
     if self.step == 0:
       last_eval = self.eval_and_log(self.spans[0])
+    elif self.step >= self.total_steps:  # rerunning a finished run: say so, report its end
+      last_eval = resume.last_validation(self.workdir)
+      self._print(f"the run in {self.workdir} is already complete (step {self.step} of "
+                  f"{self.total_steps}); nothing to train: its last validation row follows. "
+                  "Use a new --workdir to train again")
     bar = tqdm(total=self.total_steps, initial=self.step, disable=not (cfg.progress and
                                                                        self.is_chief),
                dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
@@ -541,39 +548,6 @@ def run(config, workdir: str) -> dict[str, Any]:
       return trainer.train(stop)
     finally:
       trainer.close()
-
-
-def _warn_if_elastic(meta: dict, devices: int, say) -> None:
-  """One line when a run resumes on another number of devices than its checkpoint's: it
-  continues correctly (same global batch, same data order) but each device sums its rows in
-  another grouping, so the float32 results drift from an uninterrupted run's at round-off."""
-  before = meta.get("num_devices")
-  if before is not None and int(before) != devices:
-    say(f"warning: resumed on {devices} device(s) from a checkpoint written on {before}: "
-        "training continues with the same global batch and data order, but is no longer "
-        "bit-identical to an uninterrupted run (sums over devices round differently)")
-
-
-def _data_state_message(error: ValueError, checkpoint: str) -> str:
-  """One line for a data position that does not fit this run's data."""
-  if isinstance(error, pipeline.StateMismatch) and error.key in ("num_examples", "data_hash"):
-    return (f"the training data differ from the data checkpoint {checkpoint} was trained on "
-            f"(then {error.key}={error.saved}, now {error.current}); restore the original data "
-            "files (or their preparation) or use a new --workdir")
-  return (f"checkpoint {checkpoint} cannot continue this run's data position ({error}); use the "
-          "original settings or a new --workdir")
-
-
-def _window_to_meta(entries: list[dict]) -> list[dict]:
-  """The host rows of an unfinished log window as JSON (non-finite values as strings)."""
-  return [dict(r, metrics={k: v if np.isfinite(v) else repr(v) for k, v in r["metrics"].items()})
-          for e in entries for r in e["rows"]]
-
-
-def _window_from_meta(rows: list[dict]) -> list[dict]:
-  """Pending-log entries of :func:`_window_to_meta`'s rows."""
-  rows = [dict(r, metrics={k: float(v) for k, v in r["metrics"].items()}) for r in rows]
-  return [{"rows": rows, "out": None}] if rows else []
 
 
 def dry_run(config, workdir: str) -> str:
