@@ -257,6 +257,20 @@ def test_mistakes_on_a_new_run(extra, fragments, tmp_path, monkeypatch, capsys):
   assert not workdir.exists()
 
 
+def test_dry_run_reads_the_data_and_catches_what_only_the_data_decides(tmp_path, monkeypatch,
+                                                                        capsys):
+  """--dry_run read no data, so an impossible tokenizer size passed it and failed the run."""
+  workdir = tmp_path / "never"
+  argv = ["--config", "configs/seq2seq.py:demo", "--workdir", str(workdir), "--dry_run"]
+  code, _, err = cli(argv + tiny_flags(tokenizer__kind="sentencepiece",
+                                       tokenizer__vocab_size=20000), monkeypatch, capsys)
+  assert_one_error_line(code, err, "tokenizer.vocab_size=20000 is too large for this corpus")
+  code, out, _ = cli(argv + tiny_flags(), monkeypatch, capsys)
+  assert code == 0 and "data: training streams train 1080; validation train 99; tokenizer " \
+      "sentencepiece, 300 ids (new)" in out, out
+  assert not workdir.exists()
+
+
 # -- the workdir itself ------------------------------------------------------------------------
 def test_workdir_that_is_a_file(tmp_path, monkeypatch, capsys):
   path = tmp_path / "run"

@@ -26,8 +26,9 @@ config_flags.DEFINE_config_file("config", None, "Config file, optionally with ':
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.DEFINE_bool("debug_errors", False, "Show full tracebacks for configuration errors.")
-flags.DEFINE_bool("dry_run", False, "Check the config and overrides, print the training plan "
-                  "(stages, steps, step functions) and exit without reading data or writing.")
+flags.DEFINE_bool("dry_run", False, "Check the config and overrides, read the data and build "
+                  "the tokenizer and objective (catching, e.g., a vocabulary too large for the "
+                  "corpus), print the training plan and exit without writing to --workdir.")
 flags.DEFINE_string("coordinator_address", None, "Multi-process runs: 'host:port' of process 0 "
                     "(default: $JAX_COORDINATOR_ADDRESS, or found by JAX on TPU pods, SLURM, MPI).")
 flags.DEFINE_integer("num_processes", None, "Multi-process runs: number of processes "
@@ -140,7 +141,7 @@ def main(argv):
     _initialize_distributed(config, join=not FLAGS.dry_run)
     _check_config(config)
     if FLAGS.dry_run:
-      print(train.dry_run(config, FLAGS.workdir))
+      print(train.dry_run(config, FLAGS.workdir, read_data=True))
       return
     result = train.run(config, FLAGS.workdir)
   except (VedganError, OSError) as e:

@@ -550,12 +550,15 @@ def run(config, workdir: str) -> dict[str, Any]:
       trainer.close()
 
 
-def dry_run(config, workdir: str) -> str:
-  """Validates ``config`` as a run in ``workdir`` would, without data or writes.
+def dry_run(config, workdir: str, read_data: bool = False) -> str:
+  """Validates ``config`` as a run in ``workdir`` would, without writing to ``workdir``.
 
   Checks the objective, the stages and their step functions, the batch sizes
-  against the devices, and compatibility with an existing ``workdir``; returns
-  a few lines describing the plan. Errors are the same one-line
+  against the devices, and compatibility with an existing ``workdir``; with
+  ``read_data`` (the CLI's ``--dry_run``) it also reads the data, builds the tokenizer
+  (trained anew, not saved, unless the workdir has one) and the objective, so that what
+  only the data decides (a vocabulary too large for the corpus, labels that do not fit)
+  fails here too. Returns a few lines describing the plan. Errors are the same one-line
   :class:`vedgan.errors.VedganError` s the run itself raises.
   """
   trainer = Trainer(config, os.path.abspath(os.path.expanduser(workdir)))
@@ -565,4 +568,13 @@ def dry_run(config, workdir: str) -> str:
     cycle = ",".join(f"{name}*{n}" for name, n in span.cycle)
     lines.append(f"  stage {span.name}: steps [{span.start}, {span.end}) cycle {cycle} "
                  f"lr {float(span.config.learning_rate):g}")
+  if read_data:
+    inputs, is_new = trainer.objective_cls.make_inputs(config, trainer.workdir)
+    trainer.objective_cls(config, inputs.tokenizer)
+    sizes = ", ".join(f"{name} {getattr(it, 'num_examples', '?')}"
+                      for name, it in inputs.streams.items())
+    lines.append(f"  data: training streams {sizes}; validation "
+                 f"{', '.join(f'{k} {len(v)}' for k, v in inputs.validation.items())}; "
+                 f"tokenizer {config.tokenizer.kind}, {inputs.tokenizer.vocab_size} ids "
+                 f"({'new' if is_new else 'from the workdir'})")
   return "\n".join(lines)
