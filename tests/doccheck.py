@@ -9,7 +9,8 @@ parser cut short: an argparse parser or absl's ``app.run`` parses the command
 line (unknown flags, missing required flags and bad values fail as they would
 for a user) and then stops the program before it does any work. Every
 ``--config``-style flag is then checked by :func:`vedgan.train.dry_run`, which
-validates the objective, stages, overrides and batch sizes without data.
+validates the objective, stages, overrides and batch sizes without data (with the data,
+tokenizer and objective when the config reads a custom data file).
 
 Prints one JSON object per command: ``{"argv", "ok", "error"}``.
 """
@@ -55,7 +56,11 @@ def _config_checks(values) -> None:
   for name in ("config", "baseline_config"):
     if name in values and values[name].value is not None:
       # A fresh workdir: runs left on this machine under a documented path must not matter.
-      train.dry_run(values[name].value, "/nonexistent/vedgan-doccheck")
+      # A config on a custom data file (the examples of docs/your_own_data.md, shipped in
+      # docs/examples/) also reads it and builds the tokenizer and objective, as --dry_run.
+      config = values[name].value
+      custom = (config.data.get("format", "tfds") or "tfds") != "tfds"
+      train.dry_run(config, "/nonexistent/vedgan-doccheck", read_data=custom)
 
 
 def _strip_interpreter_options(argv: list[str]) -> list[str]:

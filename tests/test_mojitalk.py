@@ -617,17 +617,17 @@ def test_e2e_report_files_and_the_classifier_suite(demo_run):
 
 
 def test_own_labelled_data_names_its_labels_or_is_refused(tmp_path):
-  """A user's JSONL with string labels: the demo's 8 sentiment names (or too few classes) are
+  """A user's JSONL with string labels under its own field name (read as records' "label"): the demo's 8 sentiment names (or too few classes) are
   a one-line error naming the settings to use, not a silent drop of out-of-range pairs."""
   names = [f"mood{k}" for k in range(10)]
   path = tmp_path / "moods.jsonl"
   path.write_text("".join(json.dumps({"turns": [f"hello {k}", f"reply {k} there"],
-                                      "label": names[k % 10]}) + "\n" for k in range(60)))
-  base = dict(data__format="jsonl_dialogues", data__path=str(path), data__label_field="label",
+                                      "mood": names[k % 10]}) + "\n" for k in range(60)))
+  base = dict(data__format="jsonl_dialogues", data__path=str(path), data__label_field="mood",
               data__labels="field", data__validation_percent=0)
   config = make_config("configs/mojitalk.py", "demo", **base)
   with pytest.raises(ConfigError, match=re.escape(
-      "the 'label' labels of jsonl_dialogues:") + r".* are 10 strings, ids 0-9 in sorted "
+      "the 'mood' labels of jsonl_dialogues:") + r".* are 10 strings, ids 0-9 in sorted "
       r"order; config.data.label_names=\('neutral', .*\) does not name them: set "
       r"--config.data.label_names=\"\('mood0', 'mood1', .*'mood9'\)\" "
       r"--config.data.num_labels=10"):
@@ -638,7 +638,7 @@ def test_own_labelled_data_names_its_labels_or_is_refused(tmp_path):
   assert len(pairs) == 60 and sorted(set(labels.tolist())) == list(range(10))
   # integer labels beyond num_labels: refused with the value to set (they were dropped)
   ints = tmp_path / "ints.jsonl"
-  ints.write_text("".join(json.dumps({"turns": ["a b", "c d"], "label": k % 10}) + "\n"
+  ints.write_text("".join(json.dumps({"turns": ["a b", "c d"], "mood": k % 10}) + "\n"
                           for k in range(30)))
   few = make_config("configs/mojitalk.py", "demo", **dict(base, data__path=str(ints)))
   with pytest.raises(ConfigError, match=r"config.data.num_labels=8, but 6 of the 30 training "

@@ -92,7 +92,9 @@ def source_pairs(config, split: str) -> tuple[list, np.ndarray | None]:
         f"0-{len(names) - 1} in sorted order; config.data.label_names="
         f"{tuple(config.data.label_names)} does not name them: set "
         f"--config.data.label_names=\"{tuple(names)}\" --config.data.num_labels={len(names)}")
-  field = config.data.label_field
+  # a custom file's records carry its label_field's values as "label" (vedgan.data.custom)
+  custom_file = (sources.config_value(config.data, "format", "tfds") or "tfds") != "tfds"
+  field = "label" if custom_file else config.data.label_field
   labels = []
   for record in _read_all(records):
     if field not in record:
