@@ -106,6 +106,26 @@ def test_sampling_seed_num_samples_top_k_and_beam(s2s):
   assert [len(r) for r in beam] == [1, 1]
 
 
+def test_repetition_and_length_flags_reach_the_decoder(s2s):
+  """--no_repeat_ngram 1 (no token twice), --min_len (no end before it) and --top_p change the
+  decoded responses as they say; the plain greedy answer repeats a token (checked, so the
+  flag has something to remove)."""
+  _, _, gen = s2s
+  contexts = [f"hello number {k}" for k in range(6)]
+  ins = [x for c in contexts for x in ("--input", c)]
+  ids = lambda texts: [gen.tokenizer.encode(t) for t in texts]
+  plain = [r[0] for r in _responses(s2s, "--mode", "greedy", "--max_len", 12, *ins)]
+  assert any(len(set(t)) < len(t) for t in ids(plain)), plain
+  once = [r[0] for r in _responses(s2s, "--mode", "greedy", "--max_len", 12,
+                                   "--no_repeat_ngram", 1, *ins)]
+  assert all(len(set(t)) == len(t) for t in ids(once)), once
+  longer = [r[0] for r in _responses(s2s, "--mode", "greedy", "--max_len", 12, "--min_len", 8,
+                                     *ins)]
+  assert all(len(t) >= 7 for t in ids(longer)), longer    # 8 tokens with the end
+  rc, text = _run(s2s, "--mode", "sample", "--top_p", "0.5", "--input", "hi")
+  assert rc == 0
+
+
 def test_input_file_turns_and_context_turns(s2s, tmp_path):
   path = tmp_path / "contexts.txt"
   # One context per line, blank lines skipped; turns by tab or " <eou> ". The run keeps the
@@ -152,6 +172,10 @@ def _one_line_error(capsys, rc, out, message):
     (["--input_file", "/nonexistent/x.txt"], "cannot be read"),
     (["--num_samples", "0"], "must be >= 1"),
     (["--input", "caf\udcc3"], "is not valid UTF-8 text"),   # a non-UTF-8 byte in argv
+    (["--top_p", "0"], "--top_p 0.0 must be in (0, 1]"),
+    (["--repetition_penalty", "0"], "--repetition_penalty 0.0 must be > 0"),
+    (["--no_repeat_ngram", "-1"], "--no_repeat_ngram -1 must be >= 0"),
+    (["--min_len", "-2"], "--min_len -2 must be >= 0"),
 ])
 def test_bad_flags_are_one_line_errors_before_loading(args, message, tmp_path, capsys):
   capsys.readouterr()
@@ -166,6 +190,7 @@ def test_bad_flags_are_one_line_errors_before_loading(args, message, tmp_path, c
     ("s2s", [], "answers contexts: give --input"),
     ("lm", ["--input", "hi"], "is unconditional"),
     ("lm", ["--mode", "beam"], "--mode beam needs a context"),
+    ("lm", ["--no_repeat_ngram", "2"], "--no_repeat_ngram applies to dialogue decoders"),
 ])
 def test_flags_that_do_not_fit_the_model(which, args, message, s2s, lm, capsys):
   capsys.readouterr()

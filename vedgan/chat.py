@@ -1,7 +1,8 @@
 r"""Interactive multi-turn chat with a trained dialogue model.
 
   python -m vedgan.chat --workdir DIR [--mode greedy|sample|beam] [--temperature T] \
-      [--top_k K] [--beam_width W] [--seed S] [--emoji E] [--checkpoint latest|best|STEP]
+      [--top_k K] [--top_p P] [--repetition_penalty R] [--no_repeat_ngram N] [--min_len M] \
+      [--beam_width W] [--seed S] [--emoji E] [--checkpoint latest|best|STEP]
 
 Opens the run read-only (as ``python -m vedgan.sample`` does) and answers each
 line typed at the ``you>`` prompt with a ``bot>`` line. The conversation is

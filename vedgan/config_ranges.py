@@ -74,6 +74,10 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("decode.top_k", Rule(lambda v: _int(v) and v >= 0, "must be an integer >= 0; 0 samples "
                           "from the whole vocabulary", -1)),
     ("decode.length_penalty", NON_NEGATIVE),
+    ("decode.top_p", FRACTION),
+    ("decode.repetition_penalty", POSITIVE_REAL),
+    ("decode.no_repeat_ngram", NON_NEGATIVE_INT),
+    ("decode.min_len", NON_NEGATIVE_INT),
     ("decode.temperature", POSITIVE_REAL),
     ("decode.*", POSITIVE),  # beam_width, latent_samples
     ("gan.*", POSITIVE),     # topk, replay_capacity, replay_half_life, report sizes, ks

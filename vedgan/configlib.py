@@ -99,6 +99,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.decode.mode = "greedy"            # greedy | sample | beam
   c.decode.temperature = 1.0
   c.decode.top_k = 0
+  c.decode.top_p = 1.0                # nucleus sampling (1 = off)
+  c.decode.repetition_penalty = 1.0   # CTRL's penalty on repeated tokens (1 = off)
+  c.decode.no_repeat_ngram = 0        # forbid repeating any n-gram of this size (0 = off)
+  c.decode.min_len = 0                # no end-of-sequence before this many tokens
   c.decode.beam_width = 4
   c.decode.length_penalty = 0.0
   c.decode.forbid_unk = True

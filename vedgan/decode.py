@@ -55,7 +55,6 @@ Conventions shared by all decoders:
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -65,6 +64,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from vedgan import decode_constraints as constraints
+from vedgan.decode_options import DecodeOptions, special_ids  # noqa: F401  (re-exported)
 from vedgan.errors import ConfigError
 
 Carry = TypeVar("Carry")
@@ -182,24 +183,31 @@ def _take(x: jax.Array, idx: jax.Array) -> jax.Array:
 
 def _scan_decode(step_fn: StepFn, init_carry: Any, batch_size: int, max_len: int,
                  bos_id: Any, eos_id: Any, pad_id: Any, forbid: tuple[int, ...],
-                 min_len: Any, choose: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
-                 ) -> DecodeOutput:
-  """Greedy/sampling loop: ``choose(masked_logits [B, V], t) -> (tokens [B], log_probs [B])``."""
+                 min_len: Any, choose: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
+                 penalty: float = 1.0, no_repeat_ngram: int = 0) -> DecodeOutput:
+  """Greedy/sampling loop: ``choose(masked_logits [B, V], t) -> (tokens [B], log_probs [B])``;
+  the history ``[B, L]`` of emitted tokens feeds :func:`decode_constraints.constrain`."""
   _check_carry(init_carry, batch_size, "batch_size")
+  constrained = constraints.active(penalty, no_repeat_ngram)
 
   def body(state, t):
-    carry, prev, done = state
+    carry, prev, done, history = state
     carry, logits = step_fn(carry, prev)
     logits = _masked_logits(logits, batch_size, t, eos_id, forbid, min_len)
+    if constrained:
+      logits = constraints.constrain(logits, history, t, penalty, no_repeat_ngram)
     tok, logp = choose(logits, t)
     tok = jnp.where(done, pad_id, tok).astype(jnp.int32)
     logp = jnp.where(done, 0.0, logp).astype(jnp.float32)
     emitted = ~done
     done = done | (tok == eos_id)
-    return (carry, tok, done), (tok, logp, emitted)
+    if constrained:
+      history = lax.dynamic_update_slice_in_dim(history, tok[:, None], t, axis=1)
+    return (carry, tok, done, history), (tok, logp, emitted)
 
   init = (init_carry, jnp.full((batch_size,), bos_id, jnp.int32),
-          jnp.zeros((batch_size,), bool))
+          jnp.zeros((batch_size,), bool),
+          jnp.full((batch_size, max_len if constrained else 1), pad_id, jnp.int32))
   _, (tokens, log_probs, emitted) = lax.scan(body, init, jnp.arange(max_len))
   tokens, log_probs = tokens.T, log_probs.T
   return DecodeOutput(tokens=tokens,
@@ -214,7 +222,8 @@ def _scan_decode(step_fn: StepFn, init_carry: Any, batch_size: int, max_len: int
 
 def greedy(step_fn: StepFn, init_carry: Any, batch_size: int, max_len: int, bos_id: int,
            eos_id: int, pad_id: int = 0, forbid_ids: Sequence[int] = (),
-           min_len: int | jax.Array = 0) -> DecodeOutput:
+           min_len: int | jax.Array = 0, repetition_penalty: float = 1.0,
+           no_repeat_ngram: int = 0) -> DecodeOutput:
   """Greedy decoding: the arg-max token at every step.
 
   Args:
@@ -225,6 +234,8 @@ def greedy(step_fn: StepFn, init_carry: Any, batch_size: int, max_len: int, bos_
     bos_id, eos_id, pad_id: special token ids.
     forbid_ids: ids that are never emitted (static tuple); must not contain EOS.
     min_len: EOS is masked at steps ``t < min_len``.
+    repetition_penalty, no_repeat_ngram: :mod:`vedgan.decode_constraints` (static; 1 and 0
+      are off; every decoder takes them).
 
   Returns:
     :class:`DecodeOutput` with ``tokens``/``log_probs`` ``[B, L]``,
@@ -234,6 +245,7 @@ def greedy(step_fn: StepFn, init_carry: Any, batch_size: int, max_len: int, bos_
   batch_size = _check_static_int("batch_size", batch_size, 1)
   max_len = _check_static_int("max_len", max_len, 1)
   forbid = _normalise_forbid(forbid_ids, eos_id)
+  penalty, ngram = _check_constraints(repetition_penalty, no_repeat_ngram)
 
   def choose(logits, t):
     del t
@@ -241,13 +253,21 @@ def greedy(step_fn: StepFn, init_carry: Any, batch_size: int, max_len: int, bos_
     return tok, _take(jax.nn.log_softmax(logits), tok)
 
   return _scan_decode(step_fn, init_carry, batch_size, max_len, bos_id, eos_id, pad_id,
-                      forbid, min_len, choose)
+                      forbid, min_len, choose, penalty, ngram)
+
+
+def _check_constraints(penalty: Any, ngram: Any) -> tuple[float, int]:
+  penalty = float(penalty)
+  if not penalty > 0:
+    raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {penalty}")
+  return penalty, _check_static_int("no_repeat_ngram", ngram, 0)
 
 
 def sample(step_fn: StepFn, init_carry: Any, key: jax.Array, batch_size: int, max_len: int,
            bos_id: int, eos_id: int, pad_id: int = 0,
-           temperature: float | jax.Array = 1.0, top_k: int = 0,
-           forbid_ids: Sequence[int] = (), min_len: int | jax.Array = 0) -> DecodeOutput:
+           temperature: float | jax.Array = 1.0, top_k: int = 0, top_p: float = 1.0,
+           forbid_ids: Sequence[int] = (), min_len: int | jax.Array = 0,
+           repetition_penalty: float = 1.0, no_repeat_ngram: int = 0) -> DecodeOutput:
   """Ancestral sampling from ``softmax(masked_logits / temperature)``, optionally top-k.
 
   Step ``t`` draws with ``jax.random.fold_in(key, t)``, so a decode is a
@@ -265,8 +285,11 @@ def sample(step_fn: StepFn, init_carry: Any, key: jax.Array, batch_size: int, ma
       a traced 0 also falls back to greedy.
     top_k: if ``0 < top_k < V``, sample only among the ``top_k`` most probable
       tokens (static int; exactly ``top_k`` candidates, ties broken by lower id).
+    top_p: nucleus sampling (static, in ``(0, 1]``; 1 = off): only the most probable
+      tokens whose probability reaches ``top_p`` (after the temperature and top-k).
     forbid_ids: ids never emitted (static tuple); must not contain EOS.
     min_len: EOS is masked at steps ``t < min_len``.
+    repetition_penalty, no_repeat_ngram: as :func:`greedy`.
 
   Returns:
     :class:`DecodeOutput` with ``[B, L]`` tokens/log_probs, ``[B]``
@@ -276,13 +299,17 @@ def sample(step_fn: StepFn, init_carry: Any, key: jax.Array, batch_size: int, ma
   batch_size = _check_static_int("batch_size", batch_size, 1)
   max_len = _check_static_int("max_len", max_len, 1)
   top_k = _check_static_int("top_k", top_k, 0)
+  top_p = float(top_p)
+  if not 0 < top_p <= 1:
+    raise ValueError(f"top_p must be in (0, 1], got {top_p}")
   forbid = _normalise_forbid(forbid_ids, eos_id)
+  penalty, ngram = _check_constraints(repetition_penalty, no_repeat_ngram)
   if _is_concrete(temperature):
     if temperature < 0:
       raise ValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0:
       return greedy(step_fn, init_carry, batch_size, max_len, bos_id, eos_id, pad_id,
-                    forbid, min_len)
+                    forbid, min_len, penalty, ngram)
     traced_temperature = False
   else:
     traced_temperature = True
@@ -292,6 +319,8 @@ def sample(step_fn: StepFn, init_carry: Any, key: jax.Array, batch_size: int, ma
   def choose(logits, t):
     step_key = jax.random.fold_in(key, t)
     scaled = logits / safe_temperature
+    if top_p < 1:
+      scaled = constraints.nucleus(scaled, top_p)
     if 0 < top_k < logits.shape[-1]:
       values, ids = lax.top_k(scaled, top_k)             # [B, k], sorted
       pick = jax.random.categorical(step_key, values, axis=-1)
@@ -307,13 +336,14 @@ def sample(step_fn: StepFn, init_carry: Any, key: jax.Array, batch_size: int, ma
     return tok, logp
 
   return _scan_decode(step_fn, init_carry, batch_size, max_len, bos_id, eos_id, pad_id,
-                      forbid, min_len, choose)
+                      forbid, min_len, choose, penalty, ngram)
 
 
 def beam_search(step_fn: StepFn, init_carry: Any, batch_size: int, max_len: int, bos_id: int,
                 eos_id: int, pad_id: int = 0, beam_width: int = 4,
                 length_penalty: float | jax.Array = 0.0, forbid_ids: Sequence[int] = (),
-                return_all: bool = False, min_len: int | jax.Array = 0) -> DecodeOutput:
+                return_all: bool = False, min_len: int | jax.Array = 0,
+                repetition_penalty: float = 1.0, no_repeat_ngram: int = 0) -> DecodeOutput:
   """Beam search with GNMT length normalisation.
 
   The search keeps ``K = beam_width`` *alive* hypotheses per batch element and
@@ -347,6 +377,7 @@ def beam_search(step_fn: StepFn, init_carry: Any, batch_size: int, max_len: int,
     forbid_ids: ids never emitted (static tuple); must not contain EOS.
     return_all: also return the other hypotheses (static).
     min_len: EOS is masked at steps ``t < min_len``.
+    repetition_penalty, no_repeat_ngram: as :func:`greedy`, on each hypothesis's own tokens.
 
   Returns:
     :class:`DecodeOutput`: the best hypothesis, ``tokens``/``log_probs``
@@ -361,6 +392,7 @@ def beam_search(step_fn: StepFn, init_carry: Any, batch_size: int, max_len: int,
   K = _check_static_int("beam_width", beam_width, 1)
   N = B * K
   forbid = _normalise_forbid(forbid_ids, eos_id)
+  penalty, ngram = _check_constraints(repetition_penalty, no_repeat_ngram)
   alpha = length_penalty
   neg_inf = jnp.float32(-jnp.inf)
 
@@ -401,6 +433,8 @@ def beam_search(step_fn: StepFn, init_carry: Any, batch_size: int, max_len: int,
     t, carry, prev, alive_seq, alive_lp, alive_score, fin = state
     carry, logits = step_fn(carry, prev)
     logits = _masked_logits(logits, N, t, eos_id, forbid, min_len)
+    if constraints.active(penalty, ngram):
+      logits = constraints.constrain(logits, alive_seq.reshape(N, L), t, penalty, ngram)
     vocab = logits.shape[-1]
     logp = jax.nn.log_softmax(logits).reshape(B, K * vocab)
     cand = (alive_score[:, :, None] + logp.reshape(B, K, vocab)).reshape(B, K * vocab)
@@ -452,16 +486,18 @@ MODES = ("greedy", "sample", "beam")
 
 
 def run(mode: str, step_fn: StepFn, init_carry: Any, key: jax.Array, *, temperature: Any = 1.0,
-        top_k: int = 0, beam_width: int = 4, length_penalty: Any = 0.0,
+        top_k: int = 0, top_p: float = 1.0, beam_width: int = 4, length_penalty: Any = 0.0,
         **common) -> DecodeOutput:
   """Decodes by name (``config.decode.mode``): :func:`greedy`, :func:`sample` or
   :func:`beam_search`. ``common`` holds their shared keywords (``batch_size``,
-  ``max_len``, ``bos_id``, ``eos_id``, ``pad_id``, ``forbid_ids``, ``min_len``);
-  ``key`` is used by sampling only. An unknown mode is a one-line ConfigError."""
+  ``max_len``, ``bos_id``, ``eos_id``, ``pad_id``, ``forbid_ids``, ``min_len``,
+  ``repetition_penalty``, ``no_repeat_ngram``); ``key`` is used by sampling only. An
+  unknown mode is a one-line ConfigError."""
   if mode == "greedy":
     return greedy(step_fn, init_carry, **common)
   if mode == "sample":
-    return sample(step_fn, init_carry, key, temperature=temperature, top_k=top_k, **common)
+    return sample(step_fn, init_carry, key, temperature=temperature, top_k=top_k, top_p=top_p,
+                  **common)
   if mode == "beam":
     return beam_search(step_fn, init_carry, beam_width=beam_width,
                        length_penalty=length_penalty, **common)
@@ -475,55 +511,6 @@ def check_mode(mode: str) -> None:
   if mode not in MODES:
     raise ConfigError(f"decoding mode {mode!r} must be one of {', '.join(MODES)}; set "
                       "--config.decode.mode")
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeOptions:
-  """How :meth:`vedgan.objective.Objective.generate` decodes (``config.decode`` holds the run's defaults).
-
-  Attributes:
-    mode: ``greedy`` | ``sample`` | ``beam``.
-    max_len: generated tokens incl. EOS (0 = the objective's response length).
-    temperature, top_k: sampling (``top_k = 0``: the whole vocabulary).
-    beam_width, length_penalty: beam search (GNMT length penalty ``alpha``).
-    forbid_unk: never emit ``<unk>``.
-    num_samples: unconditional objectives: how many sentences.
-  """
-  mode: str = "greedy"
-  max_len: int = 0
-  temperature: float = 1.0
-  top_k: int = 0
-  beam_width: int = 4
-  length_penalty: float = 0.0
-  forbid_unk: bool = True
-  num_samples: int = 0
-
-  @classmethod
-  def from_config(cls, decode_config, **overrides) -> "DecodeOptions":
-    d = decode_config
-    fields = dict(mode=d.mode, temperature=float(d.temperature), top_k=int(d.top_k),
-                  beam_width=int(d.beam_width), length_penalty=float(d.length_penalty),
-                  forbid_unk=bool(d.forbid_unk))
-    fields.update(overrides)
-    return cls(**fields)
-
-  def split_temperature(self) -> tuple["DecodeOptions", jax.Array]:
-    """``(options with temperature 1, temperature)``: jit the first as a static argument
-    and pass the second traced, so a temperature sweep compiles once per mode (put it
-    back inside the jitted function with :meth:`with_temperature`)."""
-    return dataclasses.replace(self, temperature=1.0), jnp.float32(self.temperature)
-
-  def with_temperature(self, temperature) -> "DecodeOptions":
-    """These options at ``temperature`` (a traced scalar inside a jitted function)."""
-    return dataclasses.replace(self, temperature=temperature)
-
-
-def special_ids(tokenizer, forbid_unk: bool = True) -> dict:
-  """``bos_id``, ``eos_id``, ``pad_id`` and ``forbid_ids`` (pad, bos and, if asked, unk)
-  of ``tokenizer``: the id keywords of :func:`run`."""
-  t = tokenizer
-  forbid = (t.pad_id, t.bos_id) + ((t.unk_id,) if forbid_unk else ())
-  return dict(bos_id=t.bos_id, eos_id=t.eos_id, pad_id=t.pad_id, forbid_ids=forbid)
 
 
 def conditional(step: Callable, memory: Any, carry: Any, key: jax.Array,
@@ -546,9 +533,15 @@ def conditional(step: Callable, memory: Any, carry: Any, key: jax.Array,
   if options.mode == "beam":
     memory = tile_for_beam(memory, options.beam_width)
     carry = tile_for_beam(carry, options.beam_width)
+  if options.min_len:   # the options' floor on top of the objective's own (if any)
+    given = extra.get("min_len", 0)
+    extra["min_len"] = (max(int(given), options.min_len) if isinstance(given, int)
+                        else jnp.maximum(given, options.min_len))
   return run(options.mode, lambda c, tokens: step(memory, c, tokens), carry, key,
-             temperature=options.temperature, top_k=options.top_k,
+             temperature=options.temperature, top_k=options.top_k, top_p=options.top_p,
              beam_width=options.beam_width, length_penalty=options.length_penalty,
+             repetition_penalty=options.repetition_penalty,
+             no_repeat_ngram=options.no_repeat_ngram,
              batch_size=batch_size, max_len=max_len, **ids, **extra)
 
 
