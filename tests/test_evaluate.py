@@ -94,6 +94,9 @@ def test_run_suites_writes_every_suite_with_settings(run_dir):
   gen = bleu["generation"]
   assert gen["mode"] == "greedy" and gen["num_contexts"] == NUM_SAMPLES
   assert gen["batch_size"] == 16 and gen["max_len"] == 12
+  # the repetition / nucleus / length rules are part of what makes a decoded metric comparable
+  assert (gen["top_p"], gen["repetition_penalty"], gen["no_repeat_ngram"], gen["min_len"]) == (
+      1.0, 1.0, 0, 0)
 
   div = out["diversity"]["values"]
   assert 0.0 <= div["distinct_1"] <= 1.0 and 0.0 <= div["distinct_2"] <= 1.0
@@ -188,3 +191,26 @@ def test_python_api_errors(run_dir, tmp_path):
   with pytest.raises(CheckpointError, match="config.json is unreadable"):
     eval_suites.run_suites(tmp_path, "bleu")
   assert sorted(os.listdir(tmp_path)) == ["config.json"]
+
+
+def test_the_runs_repetition_rules_apply_to_evaluation_decoding(run_copy):
+  """config.decode.no_repeat_ngram (and the other rules) reach the decoder of the suites and
+  are recorded with the metrics; plain greedy responses of this run repeat tokens."""
+  path = run_copy / "config.json"
+  saved = json.loads(path.read_text())
+  options = eval_suites.EvalOptions(num_samples=16)
+  run = eval_suites.open_run(str(run_copy), options)
+  try:
+    plain = run.decode_ids("greedy", 1.0)
+  finally:
+    run.trainer.close()
+  assert any(len(set(r)) < len(r) for r in plain), plain
+  saved["decode"]["no_repeat_ngram"] = 1
+  path.write_text(json.dumps(saved))
+  run = eval_suites.open_run(str(run_copy), options)
+  try:
+    assert run.generation["no_repeat_ngram"] == 1
+    once = run.decode_ids("greedy", 1.0)
+  finally:
+    run.trainer.close()
+  assert all(len(set(r)) == len(r) for r in once), once

@@ -341,7 +341,9 @@ class EvalRun:
     options = self.objective.decode_options(
         mode=mode, max_len=int(g["max_len"]), temperature=float(temperature),
         top_k=int(g["top_k"]), beam_width=int(g["beam_width"]),
-        length_penalty=float(g["length_penalty"]), forbid_unk=bool(g["forbid_unk"]))
+        length_penalty=float(g["length_penalty"]), forbid_unk=bool(g["forbid_unk"]),
+        top_p=float(g["top_p"]), repetition_penalty=float(g["repetition_penalty"]),
+        no_repeat_ngram=int(g["no_repeat_ngram"]), min_len=int(g["min_len"]))
     contexts = [c for c, _ in self.pairs]
     out: list[list[int]] = []
     for b, start in enumerate(range(0, n, bsz)):
@@ -483,6 +485,11 @@ def open_run(workdir: str, options: EvalOptions, decoding: bool = True) -> EvalR
         "beam_width": int(pick(o.beam_width, d.beam_width)),
         "length_penalty": float(pick(o.length_penalty, d.length_penalty)),
         "forbid_unk": bool(d.forbid_unk),
+        # the run's repetition / nucleus / length rules, recorded with every decoded metric
+        "top_p": float(d.get("top_p", 1.0)),
+        "repetition_penalty": float(d.get("repetition_penalty", 1.0)),
+        "no_repeat_ngram": int(d.get("no_repeat_ngram", 0)),
+        "min_len": int(d.get("min_len", 0)),
         "max_len": int(config.data.max_response_len),
         "seed": int(o.seed), "batch_size": batch_size,
     }
