@@ -91,7 +91,7 @@ def _meta(workdir, step):
 def _rows(workdir):
   """Logged rows without wall-clock quantities."""
   with open(os.path.join(str(workdir), "metrics.jsonl"), encoding="utf-8") as f:
-    return [{k: v for k, v in json.loads(line).items() if "per_sec" not in k} for line in f]
+    return [{k: v for k, v in json.loads(line).items() if "per_sec" not in k and k != "wall_time"} for line in f]
 
 
 @pytest.mark.slow

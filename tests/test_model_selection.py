@@ -51,7 +51,7 @@ def _config(**overrides):
 
 def _rows(workdir, split=None):
   with open(os.path.join(str(workdir), "metrics.jsonl"), encoding="utf-8") as f:
-    rows = [{k: v for k, v in json.loads(line).items() if "per_sec" not in k} for line in f]
+    rows = [{k: v for k, v in json.loads(line).items() if "per_sec" not in k and k != "wall_time"} for line in f]
   return [r for r in rows if split is None or r["split"] == split]
 
 

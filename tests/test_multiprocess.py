@@ -150,6 +150,7 @@ def _rows(workdir, split):
   rows = [r for r in rows if r["split"] == split]
   for r in rows:
     r.pop("tokens_per_sec", None)
+    r.pop("wall_time", None)
   return rows
 
 

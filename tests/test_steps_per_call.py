@@ -32,7 +32,7 @@ def _train(config, workdir):
   finally:
     trainer.close()
   with open(os.path.join(str(workdir), "metrics.jsonl"), encoding="utf-8") as f:
-    rows = [{k: v for k, v in json.loads(line).items() if k != "tokens_per_sec"} for line in f]
+    rows = [{k: v for k, v in json.loads(line).items() if k not in ("tokens_per_sec", "wall_time")} for line in f]
   return params, rows, keys
 
 

@@ -1,5 +1,6 @@
 """The driver end to end on tiny versions of the demo config (CPU, seconds per run)."""
 import json
+import time
 import os
 import signal
 
@@ -38,6 +39,13 @@ def test_full_loop_writes_everything(tmp_path):
   assert all(r["perplexity"] > 1 for r in val_rows)
   samples = [json.loads(l) for l in open(tmp_path / "samples.jsonl")]
   assert len(samples) == 3 * 2 and all(isinstance(s["response"], str) for s in samples)
+  # when each row was written; the sample's reference response and how it was decoded
+  times = [r["wall_time"] for r in rows]
+  assert times == sorted(times) and time.time() - 600 < times[0] <= times[-1] <= time.time()
+  references = dict(train.inputs_lib.load_pairs(config.data, "validation"))
+  assert all(s["reference"] == references[s["context"]] for s in samples)
+  assert all(s["decoding"]["mode"] == "greedy" and s["decoding"]["no_repeat_ngram"] == 0
+             for s in samples)
   assert (tmp_path / "tokenizer" / "tokenizer.model").exists()
   assert json.load(open(tmp_path / "config.json"))["objective"] == "seq2seq"
   assert (tmp_path / "plots" / "training_curves.png").stat().st_size > 1000
@@ -109,7 +117,7 @@ def test_rows_after_a_resume_between_log_steps_match_an_uninterrupted_run(tmp_pa
   assert train.run(config, str(tmp_path / "b"))["step"] == 8
 
   def rows(d):
-    return [{k: v for k, v in json.loads(l).items() if "per_sec" not in k}
+    return [{k: v for k, v in json.loads(l).items() if "per_sec" not in k and k != "wall_time"}
             for l in open(tmp_path / d / "metrics.jsonl")]
   assert [r["step"] for r in rows("b") if r["split"] == "train"] == [4, 8]
   assert rows("a") == rows("b")

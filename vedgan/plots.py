@@ -65,7 +65,7 @@ from vedgan.writers import read_metrics
 STEP_NAME = "step_name"
 
 # Scalars that are bookkeeping, not curves worth a panel of their own.
-_NOT_CURVES = ("tokens", "examples", "tokens_per_sec", "learning_rate")
+_NOT_CURVES = ("tokens", "examples", "tokens_per_sec", "learning_rate", "wall_time")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from vedgan.data import pipeline
-from vedgan.writers import read_metrics
+from vedgan.writers import WALL_TIME, read_metrics
 
 
 def last_validation(workdir: str) -> dict[str, float]:
@@ -14,7 +14,7 @@ def last_validation(workdir: str) -> dict[str, float]:
   rows = [r for r in read_metrics(workdir) if r.get("split") == "validation"]
   if not rows:
     return {}
-  return {k: v for k, v in rows[-1].items() if k not in ("step", "stage", "split", "time")}
+  return {k: v for k, v in rows[-1].items() if k not in ("step", "stage", "split", WALL_TIME)}
 
 
 def warn_if_elastic(meta: dict, devices: int, say) -> None:

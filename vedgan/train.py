@@ -42,6 +42,7 @@ Workdir layout::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -304,7 +305,8 @@ class Trainer:
     shown = " ".join(f"{k} {v:.4g}" for k, v in results.items())
     self._print(f"[step {self.step} | {span.name}] validation: {shown}")
     samples = self.objective.sample_texts(self.state, self.inputs, self.step)
-    self.writer.samples(self.step, span.name, samples)
+    self.writer.samples(self.step, span.name, samples, dict(self.inputs.sample_pairs),
+                        dataclasses.asdict(self.objective.decode_options()))
     for context, response in samples:
       self._print(f"    {context!r} -> {response!r}")
     selection_lib.record(self, span.name, results)  # best checkpoint, row, selection.json

@@ -1,7 +1,7 @@
 """Where results go: ``metrics.jsonl``, ``samples.jsonl`` and TensorBoard, in the workdir.
 
-``metrics.jsonl`` holds one JSON object per line: ``{"step", "stage", "split", <scalars>}``;
-train rows also name the step function that produced them (``"step_name"``: a logging
+``metrics.jsonl`` holds one JSON object per line: ``{"step", "stage", "split", <scalars>,
+"wall_time"}`` (UNIX seconds when written); train rows also name the step function that produced them (``"step_name"``: a logging
 window of a cycle such as ``"ae*N,cvae*N"`` writes one row per step function).
 TensorBoard (``WORKDIR/tensorboard``, through tensorboardX) gets the same scalars as
 ``<split>/<name>``, the samples of each evaluation as a markdown table (text tag
@@ -13,9 +13,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from typing import Any
 
 import numpy as np
+
+#: every row of ``metrics.jsonl`` and ``samples.jsonl`` has the UNIX time it was written
+WALL_TIME = "wall_time"
 
 
 class MetricWriter:
@@ -35,7 +39,8 @@ class MetricWriter:
     """Appends one row; ``tags``: string fields of the row (a train row's ``step_name``)."""
     if not self.enabled:
       return
-    row = {"step": int(step), "stage": stage, "split": split, **(tags or {})}
+    row = {"step": int(step), "stage": stage, "split": split, **(tags or {}),
+           WALL_TIME: round(time.time(), 3)}
     for k, v in values.items():
       v = float(np.asarray(v))
       row[k] = v if math.isfinite(v) else str(v)
@@ -44,13 +49,23 @@ class MetricWriter:
     with open(self.metrics_path, "a", encoding="utf-8") as f:
       f.write(json.dumps(row) + "\n")
 
-  def samples(self, step: int, stage: str, pairs: list[tuple[str, str]]) -> None:
+  def samples(self, step: int, stage: str, pairs: list[tuple[str, str]],
+              references: dict[str, str] | None = None,
+              decoding: dict[str, Any] | None = None) -> None:
+    """Appends ``{"step", "stage", "context", "response", "wall_time"}`` per pair, plus the
+    validation ``"reference"`` of its context (when ``references`` has it) and how it was
+    decoded (``"decoding"``: the decode options)."""
     if not self.enabled:
       return
     with open(self.samples_path, "a", encoding="utf-8") as f:
       for context, response in pairs:
-        f.write(json.dumps({"step": int(step), "stage": stage, "context": context,
-                            "response": response}) + "\n")
+        row = {"step": int(step), "stage": stage, "context": context, "response": response}
+        if references and context in references:
+          row["reference"] = references[context]
+        if decoding:
+          row["decoding"] = decoding
+        row[WALL_TIME] = round(time.time(), 3)
+        f.write(json.dumps(row) + "\n")
     if self.tb is not None and pairs:
       self.tb.add_text("samples", samples_markdown(step, stage, pairs), int(step))
 
