@@ -45,6 +45,7 @@ def test_the_writer_adds_string_tags_and_plots_read_the_same_field(tmp_path):
   writer.scalars(4, "co", "validation", {"loss": 1.0})
   with open(tmp_path / "metrics.jsonl", encoding="utf-8") as f:
     rows = [json.loads(line) for line in f]
+  assert all(r.pop("wall_time") > 0 for r in rows)          # when each row was written
   assert rows == [{"step": 4, "stage": "co", "split": "train", "step_name": "ae", "loss": 2.0},
                   {"step": 4, "stage": "co", "split": "validation", "loss": 1.0}]
 
