@@ -192,3 +192,34 @@ def test_latent_gan_diversity_plot_counts_its_own_samples(tmp_path):
   paths = obj.stage_end_plots(state, None, "gan", str(tmp_path))
   assert [os.path.basename(p) for p in paths] == ["diversity_vs_temperature.png"]
   _check_png(paths[0])
+
+
+def test_perplexity_is_on_a_log_axis_and_seq2seq_shows_train_and_validation_nll_together(
+    tmp_path, monkeypatch):
+  """Issue 22: the train loss and the validation NLL were in separate panels (overfitting
+  invisible) and the perplexity on a linear axis."""
+  seen = {}
+  real_save = plots.save_figure
+
+  def spy(fig, path, **kwargs):
+    seen[os.path.basename(path)] = [(ax.get_title(), ax.get_yscale(),
+                                     [l.get_label() for l in ax.get_lines()])
+                                    for ax in fig.axes if ax.get_title()]
+    return real_save(fig, path, **kwargs)
+
+  monkeypatch.setattr(plots, "save_figure", spy)
+  rows = [{"step": s, "stage": "mle", "split": "train", "loss": 3.0 - s / 10} for s in (1, 2, 3)]
+  rows += [{"step": s, "stage": "mle", "split": "validation", "nll": 3.2 - s / 20,
+            "perplexity": float(np.exp(3.2 - s / 20))} for s in (1, 2, 3)]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  plots.training_curves(str(tmp_path))
+  scales = {title: scale for title, scale, _ in seen["training_curves.png"]}
+  assert scales["perplexity"] == "log" and scales["loss"] == "linear"
+  plots.group_plots(str(tmp_path), Seq2SeqObjective.PLOT_GROUPS)
+  (nll_title, nll_scale, nll_lines), (_, ppl_scale, _) = seen["likelihood.png"]
+  assert nll_lines == ["train loss", "validation NLL"] and nll_scale == "linear"
+  assert ppl_scale == "log"
+  # the top-k GAN's D outputs P(generated) (human responses have label 0 in Eq. 5)
+  from vedgan.papers.topk_gan.algorithm import TopKGANObjective  # pylint: disable=import-outside-toplevel
+  (panel,) = [p for p in TopKGANObjective.PLOT_GROUPS["gan"] if "human" in p.title]
+  assert "P(generated)" in panel.ylabel and "P(human)" not in panel.ylabel

@@ -2,7 +2,8 @@
 
 What is drawn (all by :func:`stage_end`):
 
-* ``training_curves.png``: one panel per scalar of ``metrics.jsonl`` (train and validation);
+* ``training_curves.png``: one panel per scalar of ``metrics.jsonl`` (train and validation;
+  perplexities on a log axis);
 * one PNG per entry of the objective's ``PLOT_GROUPS`` (``{file stem: (Panel, ...)}``):
   the panels a researcher of that paper looks at, e.g. the KL term with its annealing
   weight on a twin axis, reward / baseline / advantage of a REINFORCE stage, or the
@@ -25,6 +26,8 @@ an objective.
 What each objective adds (``plots/<file>``; "CLI" is the full-size evaluation the
 stage end leaves out because it needs far more samples or the whole split)::
 
+  seq2seq            likelihood.png (train loss and validation NLL on one axis, so that
+                     overfitting shows; validation perplexity on a log axis).
   mojitalk           latent_kl.png (KL + annealing weight), rl_reward.png (R, baseline r,
                      advantage R - r, alpha), classifier_per_label.png (Fig. 1, after the
                      classifier stage).  CLI: python -m vedgan.evaluate --workdir W
@@ -77,12 +80,14 @@ class Panel:
     series: series drawn on the left y axis (see the module docstring for the syntax).
     twin: series drawn dashed on a twin right y axis (e.g. the KL annealing weight).
     ylabel / twin_label: y-axis labels.
+    log_y: a logarithmic left y axis (perplexities: exp of the NLL).
   """
   title: str
   series: tuple[str, ...]
   twin: tuple[str, ...] = ()
   ylabel: str = ""
   twin_label: str = ""
+  log_y: bool = False
 
 
 def _split_name(spec: str) -> tuple[str, str]:
@@ -233,6 +238,8 @@ def plot_panels(rows: Sequence[dict], panels: Iterable[Panel], path: str) -> str
       if lo < step < hi:
         ax.axvline(step, color="0.6", lw=0.8, ls=":")
     ax.set_title(panel.title)
+    if panel.log_y:
+      ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(panel.ylabel)
     ax.grid(alpha=0.3)
@@ -252,8 +259,8 @@ def training_curves(workdir: str, filename: str = "training_curves.png") -> str 
   names = sorted({k for r in rows for k, v in r.items()
                   if k not in ("step", "stage", "split") and k not in _NOT_CURVES
                   and isinstance(v, (int, float))})
-  panels = [Panel(name, tuple(f"{split}/{name}" for split in ("train", "validation")))
-            for name in names]
+  panels = [Panel(name, tuple(f"{split}/{name}" for split in ("train", "validation")),
+                  log_y="perplexity" in name) for name in names]
   return plot_panels(rows, panels, os.path.join(workdir, "plots", filename))
 
 

@@ -18,6 +18,7 @@ from vedgan.errors import ConfigError
 from vedgan.nn import attention as attention_lib
 from vedgan.nn.seq2seq import Seq2Seq
 from vedgan.objective import Generation, Objective, register
+from vedgan.plots import Panel
 from vedgan.steps import Step, Weighted
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -64,6 +65,15 @@ class Seq2SeqObjective(Objective):
   """MLE seq2seq with Luong attention."""
 
   STEPS = ("mle",)
+  #: the training loss (token-mean NLL, dropout on) and the validation NLL on one axis, so
+  #: overfitting shows; the perplexity on a log axis.
+  PLOT_GROUPS = {
+      "likelihood": (
+          Panel("token NLL, train and validation", ("train loss = loss",
+                                                    "validation NLL = validation/nll"),
+                ylabel="nats per token"),
+          Panel("validation perplexity", ("validation/perplexity",), log_y=True)),
+  }
 
   def __init__(self, config, tokenizer):
     super().__init__(config, tokenizer)

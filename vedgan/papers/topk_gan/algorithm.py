@@ -148,7 +148,8 @@ class TopKGANObjective(Objective):
           Panel("D accuracy", ("d_accuracy", "validation/d_accuracy")),
           Panel("D(response) on human / generated", (
               "human = d_human", "generated = d_generated", "validation/d_human",
-              "validation/d_generated", "validation/d_topk"), ylabel="P(human)")),
+              "validation/d_generated", "validation/d_topk"),
+                ylabel="a = P(generated) (Eq. 5: human l = 0)")),
   }
 
   def __init__(self, config, tokenizer):
