@@ -131,3 +131,14 @@ def test_driver_writes_one_row_per_step_function_of_a_window(tmp_path, monkeypat
   # The curves: "loss [mle]" and "loss [half]" in the run's training_curves.png.
   assert set(_lines(window, ["loss"])) == {"loss [mle]", "loss [half]"}
   assert (tmp_path / "window" / "plots" / "training_curves.png").stat().st_size > 1000
+
+
+def test_the_progress_bar_shows_each_step_functions_loss_and_never_nan():
+  """It showed loss=nan whenever the window's last step function computes no loss (the
+  top-k GAN's replay refill)."""
+  cycle = [("gadv", {"g_adv_loss": 0.3}), ("refill", {"replay_size": 64.0}),
+           ("dstep", {"loss": 0.7}), ("gmle", {"loss": 4.25})]
+  assert train.bar_postfix(cycle, 1234.4) == {"loss[dstep]": "0.7000", "loss[gmle]": "4.2500",
+                                              "tok_s": "1234"}
+  assert train.bar_postfix([("mle", {"loss": 2.0})], 10.0) == {"loss": "2.0000", "tok_s": "10"}
+  assert train.bar_postfix([("refill", {"replay_size": 1.0})], 10.0) == {"tok_s": "10"}

@@ -364,14 +364,14 @@ class Trainer:
           rows = self._checked_rows(pending)  # waits for the steps to finish
           elapsed = time.perf_counter() - t0
           # one row per step function of the window (a cycle's phases are not averaged)
-          for step_name, scalars in steps_lib.rows_by_step(rows, cfg.nonfinite == "skip"):
+          by_step = steps_lib.rows_by_step(rows, cfg.nonfinite == "skip")
+          for step_name, scalars in by_step:
             scalars["tokens_per_sec"] = tokens / max(elapsed, 1e-9)
             _check_finite(scalars, self.step, span.name)
             self.writer.scalars(self.step, span.name, "train", scalars,
                                 tags={steps_lib.STEP_NAME_FIELD: step_name})
           bar.set_description(span.name)
-          bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.4f}",
-                          tok_s=f"{scalars['tokens_per_sec']:.0f}")
+          bar.set_postfix(bar_postfix(by_step, tokens / max(elapsed, 1e-9)))
           pending, tokens, t0 = [], 0.0, time.perf_counter()
         if self.step % cfg.eval_every == 0 or self.step == self.total_steps:
           t_eval = time.perf_counter()
@@ -437,6 +437,18 @@ def step_function(objective, name: str, config, state, stage: str | None = None,
   mesh = parallel.make_mesh() if mesh is None else mesh
   return parallel.data_parallel(per_device_step(objective, name, span, plan, state.params), mesh,
                                 donate_state=donate_state)
+
+
+def bar_postfix(by_step: list[tuple[str, dict]], tokens_per_sec: float) -> dict[str, str]:
+  """The progress bar's numbers for one logging window: the loss of each step function that
+  computes one (``loss`` alone, or ``loss[name]`` in a cycle of several; a step that
+  computes none, such as a replay refill, shows nothing instead of ``nan``) and the
+  throughput."""
+  losses = [(name, s["loss"]) for name, s in by_step if "loss" in s]
+  out = ({"loss": f"{losses[0][1]:.4f}"} if len(losses) == 1 else
+         {f"loss[{name}]": f"{value:.4f}" for name, value in losses})
+  out["tok_s"] = f"{tokens_per_sec:.0f}"
+  return out
 
 
 def _any_process(flag: bool) -> bool:
