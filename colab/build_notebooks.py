@@ -21,17 +21,24 @@ import sys
 import nbformat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_URL = "https://github.com/vedgan/vedgan"
+#: The one place that names where vedgan is published: the install cell of every notebook
+#: and its "Open in Colab" badge. Change it here (and rebuild) for a fork.
+REPO = "vedgan/vedgan"
+REPO_URL = f"https://github.com/{REPO}"
 BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-         "(https://colab.research.google.com/github/vedgan/vedgan/blob/main/colab/{name}.ipynb)")
+         f"(https://colab.research.google.com/github/{REPO}/blob/main/colab/{{name}}.ipynb)")
 
 INSTALL = f"""\
-# Installs vedgan from GitHub; skipped when it is already importable (a local checkout, CI,
-# or a second run of this cell). Colab's TPU and GPU runtimes come with a matching JAX.
+# Where pip installs vedgan from. Set it to your copy if this notebook did not come from
+# {REPO_URL}: a fork ("git+https://github.com/YOU/vedgan"), a wheel or source folder on
+# a mounted Drive ("/content/drive/MyDrive/vedgan"), or a release ("vedgan").
+VEDGAN_SOURCE = "git+{REPO_URL}"
+
+# Skipped when vedgan is already importable (a local checkout, CI, or a second run of this
+# cell). Colab's TPU and GPU runtimes come with a matching JAX.
 import importlib, importlib.util, subprocess, sys
 if importlib.util.find_spec("vedgan") is None:
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+{REPO_URL}"],
-                 check=True)
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", VEDGAN_SOURCE], check=True)
   importlib.invalidate_caches()
 import vedgan
 print("vedgan", vedgan.__version__ if hasattr(vedgan, "__version__") else "", vedgan.__file__)"""
@@ -119,15 +126,16 @@ The paper notebooks: `mojitalk.ipynb`, `happybot.ipynb`,
 ## Config
 
 `configs/seq2seq.py` has two variants: `demo` (the embedded `chatterbot-corpus`
-dialogues, a small model, ~1 minute on a CPU) and `default` (hidden and
-embedding 512, 50k steps). Any field can be overridden; `None` keeps the
+dialogues, a small model, ~1 minute on a CPU; this notebook's default) and
+`default` (hidden and embedding 512, 50k steps: a TPU or GPU run on a larger
+corpus, not on the demo dialogues). Any field can be overridden; `None` keeps the
 variant's value, a misspelt field is an error. The workdir holds checkpoints,
 `metrics.jsonl`, samples, TensorBoard logs and plots."""),
         code("""\
 from vedgan import train
 
 SMOKE = notebook.smoke_mode()              # VEDGAN_SMOKE=1 (CI): demo shrunk to a few steps
-VARIANT = "demo" if SMOKE else "default"   # "demo": small and fast | "default": full size
+VARIANT = "demo"                           # "demo": small and fast | "default": full size
 WORKDIR = notebook.run_dir(f"quickstart-{VARIANT}")
 config = notebook.load_config("seq2seq", VARIANT, {
     "train.batch_size": None,          # global batch over all devices (default 128, demo 32)
@@ -222,6 +230,9 @@ from vedgan import train
 SMOKE = notebook.smoke_mode()              # VEDGAN_SMOKE=1 (CI): demo shrunk to a few steps
 VARIANT = "demo" if SMOKE else "paper"     # paper | paper_base | paper_cvae | paper_tanh_kl | demo
 MANUAL_DIR = "/content/drive/MyDrive/mojitalk"   # holds mojitalk_data.zip (paper variants)
+if not VARIANT.startswith("demo") and notebook.in_colab():
+  from google.colab import drive           # the paper data live on your Drive: mount it
+  drive.mount("/content/drive")
 WORKDIR = notebook.run_dir(f"mojitalk-{VARIANT}")
 config = notebook.load_config("mojitalk", VARIANT, {
     "data.manual_dir": None if VARIANT.startswith("demo") else MANUAL_DIR,
