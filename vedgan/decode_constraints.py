@@ -50,8 +50,8 @@ def repeated_ngram_ban(history: jax.Array, t: jax.Array, n: int, vocab: int) -> 
   windows = jnp.stack([history[:, k:length - n + 1 + k] for k in range(n)], axis=-1)
   # windows[:, s] = history[:, s:s+n]; it counts when all of it lies before t
   complete = jnp.arange(length - n + 1)[None, :] + n - 1 < t                # [1, S]
+  # (before t = n - 1 no window is complete, so the clamped prefix never matches)
   match = jnp.all(windows[..., :n - 1] == prefix[:, None, :], axis=-1) & complete
-  match = match & (t >= n - 1)
   ids = jnp.where(match, windows[..., n - 1], vocab)
   index = jnp.broadcast_to(jnp.arange(rows)[:, None], ids.shape)
   return jnp.zeros((rows, vocab), bool).at[index, ids].set(True, mode="drop")

@@ -39,7 +39,7 @@ class DecodeOptions:
   @classmethod
   def from_config(cls, decode_config, **overrides) -> "DecodeOptions":
     d = decode_config
-    get = lambda key, default: d[key] if key in d else default   # runs saved before a field
+    get = d.get   # runs saved before a field existed lack it
     fields = dict(mode=d.mode, temperature=float(d.temperature), top_k=int(d.top_k),
                   top_p=float(get("top_p", 1.0)), beam_width=int(d.beam_width),
                   length_penalty=float(d.length_penalty), forbid_unk=bool(d.forbid_unk),
