@@ -61,6 +61,7 @@ def tiny_overrides() -> dict:
       "train.num_samples": 2,
       "train.progress": False,
       "train.eval_plots": False,
+      "train.curve_plots": False,
       "data.max_context_len": 16,
       "data.max_response_len": 12,
       "data.buckets": (8, 16),
@@ -78,6 +79,9 @@ def make_config(path: str = "configs/seq2seq.py", variant: str = "demo", **overr
   config = module.get_config(variant)
   values = tiny_overrides() if path.endswith("seq2seq.py") else {}
   values.setdefault("train.eval_plots", False)  # stage-end model plots: tests/test_plots.py
+  # Stage-end curves (matplotlib: ~10% of the suite's CPU when every test run drew them):
+  # on only in the tests that look at them (test_plots, test_train, test_cycle_rows).
+  values.setdefault("train.curve_plots", False)
   values.update({k.replace("__", "."): v for k, v in overrides.items()})
   for dotted, value in values.items():
     node = config

@@ -114,7 +114,8 @@ def test_driver_writes_one_row_per_step_function_of_a_window(tmp_path, monkeypat
   common = dict(stages__mle__step="mle*1,half*1", stages__mle__num_steps=4,
                 train__eval_every=10_000, train__checkpoint_every=10_000, train__num_samples=0,
                 train__eval_plots=False)
-  train.run(make_config(train__log_every=4, **common), str(tmp_path / "window"))
+  train.run(make_config(train__log_every=4, train__curve_plots=True, **common),
+            str(tmp_path / "window"))
   train.run(make_config(train__log_every=1, **common), str(tmp_path / "each"))
   window, each = _train_rows(tmp_path / "window"), _train_rows(tmp_path / "each")
   # Every step on its own: steps 1, 3 ran "mle", 2, 4 "half".

@@ -23,7 +23,7 @@ import killharness as kh
 
 _SHORT = {"train.eval_every": 100_000, "train.eval_batches": 1, "train.num_samples": 0,
           "train.progress": False, "train.log_every": 2, "train.eval_batch_size": 16,
-          "train.batch_size": 8}
+          "train.batch_size": 8, "train.curve_plots": False}
 
 CASES = {
     "seq2seq": ("configs/seq2seq.py:demo", dict(

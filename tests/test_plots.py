@@ -136,7 +136,8 @@ def test_training_run_writes_group_and_evaluation_pngs_and_tensorboard(tmp_path,
   monkeypatch.setattr(Seq2SeqObjective, "PLOT_GROUPS", {"mle": (
       plots.Panel("loss and grad norm", ("loss",), ("grad_norm",)),)}, raising=False)
   monkeypatch.setattr(Seq2SeqObjective, "stage_end_plots", stage_end_plots)
-  config = make_config(stages__mle__num_steps=2, train__eval_every=1, train__eval_plots=True)
+  config = make_config(stages__mle__num_steps=2, train__eval_every=1, train__eval_plots=True,
+                       train__curve_plots=True)
   train.run(config, str(tmp_path))
   assert calls == [(2, "mle", 2)]
   for stem in ("training_curves", "mle", "eval_bars"):

@@ -27,7 +27,7 @@ def _tree_snapshot(workdir):
 
 
 def test_full_loop_writes_everything(tmp_path):
-  config = make_config(stages__mle__num_steps=6, train__eval_every=3)
+  config = make_config(stages__mle__num_steps=6, train__eval_every=3, train__curve_plots=True)
   result = train.run(config, str(tmp_path))
   assert result["step"] == 6 and not result["stopped"]
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
@@ -95,6 +95,8 @@ def test_signal_during_setup_stops_at_once_and_the_run_starts_later(tmp_path, mo
   assert not (tmp_path / "checkpoints").exists()
   assert signal.getsignal(sig) is before
   assert train.run(make_config(stages__mle__num_steps=4), str(tmp_path))["step"] == 4
+  # config.train.curve_plots = False (the tests' default): the stage end draws nothing
+  assert not (tmp_path / "plots").exists()
 
 
 def test_rows_after_a_resume_between_log_steps_match_an_uninterrupted_run(tmp_path,

@@ -84,7 +84,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 50
   c.train.num_samples = 4             # validation contexts decoded at each evaluation
   c.train.progress = True             # progress bar on stderr
-  c.train.eval_plots = True           # stage-end evaluation PNGs (run the model); curves are always drawn
+  c.train.eval_plots = True           # stage-end evaluation PNGs (run the model)
+  c.train.curve_plots = True          # stage-end training_curves.png and group plots (read
+                                      # metrics.jsonl; False: none, draw them later with
+                                      # vedgan.plots.training_curves(workdir))
   c.train.distributed = False         # call jax.distributed.initialize() (multi-host)
   c.train.nonfinite = "stop"          # a step with a NaN/inf metric or update is never applied;
                                       # "stop": end the run with an error at the next log point,

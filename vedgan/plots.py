@@ -50,7 +50,9 @@ stage end leaves out because it needs far more samples or the whole split)::
                      --workdir W --suite topk_gan_fig3,topk_gan_table1,topk_gan_diversity
 
 ``config.train.eval_plots = False`` turns the evaluation
-plots off; the curves stay. With several processes they are always off.
+plots off (with several processes they are always off);
+``config.train.curve_plots = False`` turns the curves off (``training_curves(workdir)``
+draws them from ``metrics.jsonl`` at any time).
 
 matplotlib is imported lazily and pyplot's global state is never touched, so
 importing this module (objectives do, for :class:`Panel`) costs nothing.
@@ -288,20 +290,26 @@ def stage_end(workdir: str, objective: Any = None, state: Any = None, inputs: An
     stage: the name of the stage that just ended.
     writer: a :class:`vedgan.writers.MetricWriter` (or None): PNGs become TB images at ``step``.
     evaluation: False skips the objective's evaluation plots (they run the model); so
-      does ``config.train.eval_plots = False`` where a config defines that field.
+      does ``config.train.eval_plots = False`` where a config defines that field;
+      ``config.train.curve_plots = False`` skips the curves (training_curves.png and the
+      objective's plot groups).
   """
   import jax  # pylint: disable=import-outside-toplevel
   from absl import logging  # pylint: disable=import-outside-toplevel
 
-  paths = [p for p in [training_curves(workdir)] if p]
+  train_config = getattr(getattr(objective, "config", None), "train", None)
+  if train_config is None or not hasattr(train_config, "get"):
+    train_config = {}
+  paths = []
+  if train_config.get("curve_plots", True):
+    paths += [p for p in [training_curves(workdir)] if p]
+    if objective is not None:
+      paths += group_plots(workdir, dict(getattr(objective, "PLOT_GROUPS", {}) or {}))
   if objective is not None:
-    paths += group_plots(workdir, dict(getattr(objective, "PLOT_GROUPS", {}) or {}))
     # Evaluation plots run the model on the chief only: with several processes the
     # other hosts would not join its computations, so they are left to the CLI tools.
     evaluation = evaluation and jax.process_count() == 1
-    train_config = getattr(getattr(objective, "config", None), "train", None)
-    if train_config is not None and hasattr(train_config, "get"):
-      evaluation = evaluation and bool(train_config.eval_plots)
+    evaluation = evaluation and bool(train_config.get("eval_plots", True))
     if evaluation and state is not None and hasattr(objective, "stage_end_plots"):
       t0, c0 = time.perf_counter(), time.process_time()
       try:
