@@ -186,6 +186,10 @@ def test_make_inputs_custom_tsv_word_tokenizer_and_resume(tmp_path):
   row = np.asarray(batch["context"][0])
   assert got.tokenizer.decode(row).split()[:5] != []
   assert next(iter(got.validation_batches(config, 1)))["weight"].sum() > 0
+  # the count progress bars show is what a pass yields (24 examples over buckets; capped)
+  passes = len(list(got.validation_batches(config)))
+  assert got.validation_batch_count(config) == passes >= 2
+  assert got.validation_batch_count(config, 1) == 1
   # The run stores the tokenizer; a restart (resume) reuses it as saved.
   got.tokenizer.save(inputs.tokenizer_dir(workdir))
   again, is_new = inputs.make_inputs(

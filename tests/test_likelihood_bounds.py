@@ -322,15 +322,21 @@ class _Inputs:
     yield from self.batches
 
 
-def test_cved_evaluation_reports_elbo_and_iw_fields_with_iw_below_elbo(cved_model):
+def test_cved_evaluation_reports_elbo_and_iw_fields_with_iw_below_elbo(cved_model, capsys):
   """Table 1's evaluation of an untrained tiny model: reconstruction-only perplexity, the
   ELBO's and the K-sample bound's NLL per token and perplexity; ``iw <= mc_elbo`` (same
   draws) and the IW NLL is below the ELBO NLL of the plain evaluation."""
   obj, state, batch, _, _ = cved_model
   batches = [_validation(batch), {k: v[::-1].copy() for k, v in _validation(batch).items()}]
+  inputs = _Inputs(batches)
+  inputs.validation_batch_count = lambda config, max_batches, stream: len(batches)
   trainer = types.SimpleNamespace(objective=obj, config=obj.config, state=state,
-                                  mesh=parallel.make_mesh(), inputs=_Inputs(batches))
+                                  mesh=parallel.make_mesh(), inputs=inputs)
+  assert obj.config.train.progress
   out = cved_report.iw_evaluate(trainer)
+  # the K-sample pass over the split shows its progress (batches done of the split's)
+  bar = capsys.readouterr().err
+  assert f"importance-weighted bound (K={K_TEST})" in bar and "2/2" in bar, bar
   sums = [_reduced(obj, "iw_step", state, b) for b in batches]
   total = {k: sums[0][k] + sums[1][k] for k in sums[0]}
   assert out["iw_samples"] == K_TEST

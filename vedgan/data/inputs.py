@@ -58,6 +58,12 @@ class Inputs:
         break
       yield batch
 
+  def validation_batch_count(self, config, max_batches: int = 0, stream: str = "train") -> int:
+    """How many batches :meth:`validation_batches` yields (progress bars' totals)."""
+    n = self.streams[stream].one_pass(self.validation[stream],
+                                      int(config.train.eval_batch_size)).num_batches_per_epoch
+    return min(n, max_batches) if max_batches else n
+
   def get_state(self) -> dict:
     """JSON-safe positions of every stream: ``{"streams": {name: state}}``."""
     return {"streams": {k: it.get_state() for k, it in self.streams.items()}}

@@ -287,16 +287,26 @@ def iw_evaluate(trainer) -> dict[str, float]:
   """:func:`summarize_iw` of ``trainer.objective.iw_step`` (``K = likelihood.iw_samples``)
   summed over the validation batches :meth:`vedgan.train.Trainer.evaluate` reads, and over
   devices. A bad K or an empty validation split is a one-line error before any work."""
+  import sys  # pylint: disable=import-outside-toplevel
+  import tqdm  # pylint: disable=import-outside-toplevel
   from vedgan import parallel  # pylint: disable=import-outside-toplevel
   from vedgan.errors import ConfigError  # pylint: disable=import-outside-toplevel
   obj, config = trainer.objective, trainer.config
   k, _ = iw_settings(config)
   fn = parallel.data_parallel_reduce(obj.iw_step, trainer.mesh)
-  sums = None
-  for batch in trainer.inputs.validation_batches(config, int(config.train.eval_batches),
-                                                 obj.EVAL_STREAM):
+  max_batches, sums = int(config.train.eval_batches), None
+  count = getattr(trainer.inputs, "validation_batch_count", None)
+  # K decoder passes per example: minutes to an hour on a CPU for a whole validation split
+  bar = tqdm.tqdm(total=count(config, max_batches, obj.EVAL_STREAM) if count else None,
+                  desc=f"importance-weighted bound (K={k})", unit="batch", file=sys.stderr,
+                  disable=not (bool(config.train.get("progress", True))
+                               and jax.process_index() == 0),
+                  dynamic_ncols=True, mininterval=1.0)
+  for batch in trainer.inputs.validation_batches(config, max_batches, obj.EVAL_STREAM):
     out = fn(trainer.state, parallel.shard_batch(batch, trainer.mesh))
     sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
+    bar.update(1)
+  bar.close()
   if sums is None:
     raise ConfigError("the validation split yields no batch; lower train.eval_batch_size")
   return summarize_iw(jax.device_get(sums), k)
