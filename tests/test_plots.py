@@ -216,6 +216,16 @@ def test_perplexity_is_on_a_log_axis_and_seq2seq_shows_train_and_validation_nll_
   plots.training_curves(str(tmp_path))
   scales = {title: scale for title, scale, _ in seen["training_curves.png"]}
   assert scales["perplexity"] == "log" and scales["loss"] == "linear"
+  # reading order: the loss and the likelihood first, bookkeeping last
+  assert [t for t, _, _ in seen["training_curves.png"]] == ["loss", "nll", "perplexity"]
+  names = plots.curve_names([{"split": "train", "step": 1, "alpha": 1.0, "bow": 60.0,
+                              "grad_norm": 2.0, "loss": 1.0, "tokens_per_sec": 5.0},
+                             {"split": "validation", "step": 1, "kl": 0.5, "nll": 3.0}])
+  assert names == ["loss", "nll", "kl", "alpha", "bow", "grad_norm"]
+  # MojiTalk's validation KL (~1 nat) and BoW loss (~60 nats) on their own y axes
+  from vedgan.papers.mojitalk.algorithm import MojiTalkObjective  # pylint: disable=import-outside-toplevel
+  (kl_bow,) = [p for p in MojiTalkObjective.PLOT_GROUPS["latent_kl"] if "bag" in p.title]
+  assert kl_bow.series == ("validation/kl",) and kl_bow.twin == ("validation/bow",)
   plots.group_plots(str(tmp_path), Seq2SeqObjective.PLOT_GROUPS)
   (nll_title, nll_scale, nll_lines), (_, ppl_scale, _) = seen["likelihood.png"]
   assert nll_lines == ["train loss", "validation NLL"] and nll_scale == "linear"

@@ -258,12 +258,32 @@ def training_curves(workdir: str, filename: str = "training_curves.png") -> str 
   Returns the PNG path, or None when there is nothing to plot yet.
   """
   rows = read_metrics(workdir)
-  names = sorted({k for r in rows for k, v in r.items()
-                  if k not in ("step", "stage", "split") and k not in _NOT_CURVES
-                  and isinstance(v, (int, float))})
   panels = [Panel(name, tuple(f"{split}/{name}" for split in ("train", "validation")),
-                  log_y="perplexity" in name) for name in names]
+                  log_y="perplexity" in name) for name in curve_names(rows)]
   return plot_panels(rows, panels, os.path.join(workdir, "plots", filename))
+
+
+#: Panels of ``training_curves.png`` read first (the objective) and last (bookkeeping).
+_CURVES_FIRST = ("loss", "nll", "perplexity", "kl")
+_CURVES_LAST = ("grad_norm",)
+
+
+def curve_names(rows: Sequence[dict]) -> list[str]:
+  """The scalars of ``rows`` that get a panel of ``training_curves.png``, in reading order:
+  the loss and the likelihood first, then the rest alphabetically, the gradient norm last
+  (a MojiTalk run logs 27: sorted alone, ``accuracy`` and ``alpha`` led and the loss was
+  the 20th panel).
+
+  >>> curve_names([{"step": 1, "split": "train", "grad_norm": 1.0, "alpha": 0.5,
+  ...               "loss": 2.0, "tokens_per_sec": 9.0}, {"step": 1, "kl": 0.3}])
+  ['loss', 'kl', 'alpha', 'grad_norm']
+  """
+  names = {k for r in rows for k, v in r.items()
+           if k not in ("step", "stage", "split") and k not in _NOT_CURVES
+           and isinstance(v, (int, float))}
+  first = [n for n in _CURVES_FIRST if n in names]
+  last = [n for n in _CURVES_LAST if n in names]
+  return first + sorted(names - set(first) - set(last)) + last
 
 
 def group_plots(workdir: str, groups: dict[str, Sequence[Panel]],

@@ -127,7 +127,9 @@ class MojiTalkObjective(Objective):
       "latent_kl": (
           Panel("KL(q || p) and its annealing weight", ("kl",), ("KL weight = kl_weight",),
                 "KL [nats / response]", "weight"),
-          Panel("validation KL and bag-of-words loss", ("validation/kl", "validation/bow"))),
+          # two scales (KL ~1 nat, BoW ~60 nats per response): BoW on the twin axis
+          Panel("validation KL and bag-of-words loss", ("validation/kl",), ("validation/bow",),
+                "KL [nats / response]", "BoW loss [nats / response]")),
       "rl_reward": (
           Panel("classifier reward (Reinforced CVAE)",
                 ("reward R (generated) = reward_gen", "baseline r (gold) = reward_gold",
