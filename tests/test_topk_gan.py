@@ -507,3 +507,16 @@ def test_end_to_end_tiny_demo(tmp_path):
   for label in "ABCD":
     assert len(table[label]["responses"]) == 5
   assert os.path.exists(tmp_path / "eval" / "topk_check_A.png")
+
+
+def test_mle_baseline_reports_no_discriminator_metrics():
+  """The MLE-only baseline never runs ``dstep``: its validation rows carry no ``d_*`` (an
+  untrained D's outputs drew flat, meaningless curves); the GAN recipe reports them."""
+  sums = {k: 2.0 for k in ("nll", "tokens", "seq_nll", "examples", "d_human", "d_generated",
+                           "d_topk", "d_correct", "nn_hits", "nn_tokens")}
+  d_keys = {"d_human", "d_generated", "d_topk", "d_accuracy"}
+  gan = TopKGANObjective(_config(), TOK)
+  assert gan.trains_discriminator and d_keys <= set(gan.summarize(sums))
+  mle = TopKGANObjective(make_config("configs/topk_gan.py", "mle_demo", **TINY), TOK)
+  assert not mle.trains_discriminator
+  assert not d_keys & set(mle.summarize(sums)) and mle.summarize(sums)["nll"] == 1.0

@@ -70,7 +70,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from vedgan import decode, losses, parallel, relax, replay
+from vedgan import configlib, decode, losses, parallel, relax, replay
 from vedgan.errors import ConfigError
 from vedgan.nn.topk_gan import TopKDialogueGAN
 from vedgan.objective import Generation, Objective, register
@@ -160,6 +160,11 @@ class TopKGANObjective(Objective):
                         f"{sorted(WORD_TABLE_TRAINERS)}")
     #: the networks whose steps train ``W`` (``model.word_table_trained_by``).
     self.word_trainers = WORD_TABLE_TRAINERS[who]
+    #: whether any stage runs ``dstep``: without one (the MLE baseline) the validation
+    #: ``d_*`` are an untrained D's outputs and are not reported (flat curves, no meaning).
+    self.trains_discriminator = any(
+        name == "dstep" for stage in config.stage_order
+        for name, _ in configlib.parse_cycle(config.stages[stage].step))
     g = config.gan
     self.k = int(g.topk)
     if not 1 <= self.k <= int(tokenizer.vocab_size) - 3:
@@ -410,12 +415,13 @@ class TopKGANObjective(Objective):
     s = {k: float(v) for k, v in sums.items()}
     n = max(s["examples"], 1.0)
     nll = s["nll"] / max(s["tokens"], 1.0)
-    return {"nll": nll, "perplexity": float(math.exp(min(nll, 50.0))),
-            "seq_nll": s["seq_nll"] / n, "d_human": s["d_human"] / n,
-            "d_generated": s["d_generated"] / n, "d_topk": s["d_topk"] / n,
-            "d_accuracy": s["d_correct"] / (2 * n),
-            "topk_nn_accuracy": s["nn_hits"] / max(s["nn_tokens"], 1.0),
-            "generated_length": s["nn_tokens"] / n, "examples": s["examples"]}
+    out = {"nll": nll, "perplexity": float(math.exp(min(nll, 50.0))),
+           "seq_nll": s["seq_nll"] / n, "topk_nn_accuracy": s["nn_hits"] / max(s["nn_tokens"], 1.0),
+           "generated_length": s["nn_tokens"] / n, "examples": s["examples"]}
+    if self.trains_discriminator:
+      out.update({"d_human": s["d_human"] / n, "d_generated": s["d_generated"] / n,
+                  "d_topk": s["d_topk"] / n, "d_accuracy": s["d_correct"] / (2 * n)})
+    return out
 
   def stage_end_plots(self, state, inputs, stage, out_dir):
     """After the generator's stages (mle_pretrain, adversarial): ``topk_nn_check.png``, the
