@@ -107,7 +107,7 @@ def _train_rows(workdir):
     return [r for r in map(json.loads, f) if r["split"] == "train"]
 
 
-def test_driver_writes_one_row_per_step_function_of_a_window(tmp_path, monkeypatch):
+def test_driver_writes_one_row_per_step_function_of_a_window(tmp_path, monkeypatch, capsys):
   _two_step_objective(monkeypatch)
   # The stage-end validation is no part of this: a fixed value (no evaluation program).
   monkeypatch.setattr(train.Trainer, "evaluate", lambda self: {"nll": 1.0, "perplexity": 2.0})
@@ -116,7 +116,11 @@ def test_driver_writes_one_row_per_step_function_of_a_window(tmp_path, monkeypat
                 train__eval_plots=False)
   train.run(make_config(train__log_every=4, train__curve_plots=True, **common),
             str(tmp_path / "window"))
-  train.run(make_config(train__log_every=1, **common), str(tmp_path / "each"))
+  capsys.readouterr()
+  train.run(make_config(train__log_every=1, train__progress=True, **common),
+            str(tmp_path / "each"))
+  # the progress bar's label is the running stage and its own steps (the bar counts all)
+  assert "mle 4/4: 100%" in capsys.readouterr().err
   window, each = _train_rows(tmp_path / "window"), _train_rows(tmp_path / "each")
   # Every step on its own: steps 1, 3 ran "mle", 2, 4 "half".
   assert [(r["step"], r["step_name"]) for r in each] == [(1, "mle"), (2, "half"), (3, "mle"),

@@ -358,7 +358,9 @@ class Trainer:
         tokens += sum(_count_tokens(b) for b in batches) * jax.process_count()
         pending += self._run_steps(span, name, batches)
         self.step += len(batches)
-        bar.update(len(batches))
+        bar.update(len(batches))  # the bar counts all stages; its label, the running one's
+        bar.set_description_str(f"{span.name} {self.step - span.start}/{span.end - span.start}",
+                                refresh=False)
         stage_end = self.step == span.end
         if self.step % cfg.log_every == 0 or stage_end:
           rows = self._checked_rows(pending)  # waits for the steps to finish
@@ -370,7 +372,6 @@ class Trainer:
             _check_finite(scalars, self.step, span.name)
             self.writer.scalars(self.step, span.name, "train", scalars,
                                 tags={steps_lib.STEP_NAME_FIELD: step_name})
-          bar.set_description(span.name)
           bar.set_postfix(bar_postfix(by_step, tokens / max(elapsed, 1e-9)))
           pending, tokens, t0 = [], 0.0, time.perf_counter()
         if self.step % cfg.eval_every == 0 or self.step == self.total_steps:
