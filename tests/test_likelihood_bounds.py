@@ -321,6 +321,10 @@ class _Inputs:
     del config, max_batches, stream
     yield from self.batches
 
+  def validation_batch_count(self, config, max_batches=0, stream="train"):
+    del config, max_batches, stream
+    return len(self.batches)
+
 
 def test_cved_evaluation_reports_elbo_and_iw_fields_with_iw_below_elbo(cved_model, capsys):
   """Table 1's evaluation of an untrained tiny model: reconstruction-only perplexity, the
@@ -328,10 +332,8 @@ def test_cved_evaluation_reports_elbo_and_iw_fields_with_iw_below_elbo(cved_mode
   draws) and the IW NLL is below the ELBO NLL of the plain evaluation."""
   obj, state, batch, _, _ = cved_model
   batches = [_validation(batch), {k: v[::-1].copy() for k, v in _validation(batch).items()}]
-  inputs = _Inputs(batches)
-  inputs.validation_batch_count = lambda config, max_batches, stream: len(batches)
   trainer = types.SimpleNamespace(objective=obj, config=obj.config, state=state,
-                                  mesh=parallel.make_mesh(), inputs=inputs)
+                                  mesh=parallel.make_mesh(), inputs=_Inputs(batches))
   assert obj.config.train.progress
   out = cved_report.iw_evaluate(trainer)
   # the K-sample pass over the split shows its progress (batches done of the split's)

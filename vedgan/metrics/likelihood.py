@@ -295,9 +295,9 @@ def iw_evaluate(trainer) -> dict[str, float]:
   k, _ = iw_settings(config)
   fn = parallel.data_parallel_reduce(obj.iw_step, trainer.mesh)
   max_batches, sums = int(config.train.eval_batches), None
-  count = getattr(trainer.inputs, "validation_batch_count", None)
   # K decoder passes per example: minutes to an hour on a CPU for a whole validation split
-  bar = tqdm.tqdm(total=count(config, max_batches, obj.EVAL_STREAM) if count else None,
+  bar = tqdm.tqdm(total=trainer.inputs.validation_batch_count(config, max_batches,
+                                                              obj.EVAL_STREAM),
                   desc=f"importance-weighted bound (K={k})", unit="batch", file=sys.stderr,
                   disable=not (bool(config.train.get("progress", True))
                                and jax.process_index() == 0),
