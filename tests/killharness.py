@@ -3,7 +3,7 @@
 Every process runs the same command line (what a user reruns after a crash); only the
 test-only fault injection of :mod:`vedgan.checkpoint` (``VEDGAN_FAULT``) may differ. To keep
 each start to a few seconds, processes share a JAX persistent compilation cache, and the
-launcher blocks ``import torch`` (tensorboardX imports it when installed, seconds per start)
+launcher blocks ``import torch`` (a guard: nothing vedgan imports may load it, seconds per start)
 and stubs the stage-end plots (PNG drawing; it reads and writes no training state).
 """
 from __future__ import annotations

@@ -113,7 +113,8 @@ def _tfrecords(path):
 
 def _summaries(workdir):
   """``{tag: [(step, summary value)]}`` of every TensorBoard event file of a run."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  # TensorBoard's own protos (the ``tensorboard`` package of the test extra)
+  from tensorboard.compat.proto import event_pb2  # pylint: disable=import-outside-toplevel
   found = {}
   tb = os.path.join(workdir, "tensorboard")
   for name in os.listdir(tb):

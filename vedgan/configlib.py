@@ -45,7 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.format = "tfds"              # tfds (builder data.name) | text_lines | tsv_pairs | jsonl_dialogues
   c.data.name = "chatterbot_corpus"   # TFDS builder, "name" or "name/config" (see vedgan.data.sources)
-  c.data.data_dir = ""                # "" = $VEDGAN_DATA_DIR or ~/.cache/vedgan/tfds
+  c.data.data_dir = ""                # "" = $VEDGAN_DATA_DIR, $TFDS_DATA_DIR or ~/.cache/vedgan/tfds
   c.data.manual_dir = ""              # manually downloaded files ("" = DATA_DIR/downloads/manual); docs/data.md
   c.data.path = ""                    # custom formats: the file, or a pattern with {split} ("data/{split}.tsv")
   c.data.validation_percent = 10      # custom single-file formats: % of items hashed into validation
@@ -97,6 +97,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.select_by = ""              # validation metric that picks checkpoints/best ("" = off)
   c.train.select_mode = "min"         # "min": lower select_by is better; "max": higher
   c.train.patience = 0                # stop after N evaluations without improvement; 0 = never
+  c.train.compilation_cache = "auto"  # JAX's persistent cache: "auto" (~/.cache/vedgan/...),
+                                      # "off" or a folder; $VEDGAN_COMPILATION_CACHE overrides
 
   c.decode = ml_collections.ConfigDict()
   c.decode.mode = "greedy"            # greedy | sample | beam

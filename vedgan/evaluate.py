@@ -82,9 +82,10 @@ def main(argv):
     sys.exit(2)
 
 
-def run_cli():
+def run_cli(argv: list[str] | None = None):
+  """The entry point of ``python -m vedgan.evaluate`` and ``vedgan evaluate``."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  app.run(main)
+  app.run(main, argv=argv)
 
 
 if __name__ == "__main__":

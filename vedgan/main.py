@@ -21,8 +21,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from vedgan import config_files
+
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, optionally with ':variant'.",
+config_flags.DEFINE_config_file("config", None, "Config file or shipped config name (seq2seq, "
+                                "mojitalk, ...), optionally with ':variant'.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.DEFINE_bool("debug_errors", False, "Show full tracebacks for configuration errors.")
@@ -120,8 +123,9 @@ def _loaded_config():
   except (OSError, AttributeError) as e:
     filename = config_flags.get_config_filename(FLAGS["config"])
     if isinstance(e, OSError):
-      why = ("no such file" if not os.path.isfile(filename)
-             else str(e.__cause__ or e).strip().splitlines()[-1].strip())
+      if not os.path.isfile(filename):
+        _fail(config_files.unknown_message(filename))
+      why = str(e.__cause__ or e).strip().splitlines()[-1].strip()
       _fail(f"--config {filename}: the config file cannot be loaded ({why}); give an existing "
             "config file, e.g. --config configs/seq2seq.py:demo")
     _fail(f"--config {filename}: the config has no 'objective' field; start it from "
@@ -197,8 +201,11 @@ def _check_config(config) -> None:
 
 
 def run_cli(argv: list[str] | None = None):
-  """The console entry point; ``argv`` (default ``sys.argv``) is for in-process tests."""
+  """The entry point of ``python -m vedgan.main`` and ``vedgan train``; ``argv`` (default
+  ``sys.argv``) is for in-process tests. ``--config`` may name a shipped config
+  (:mod:`vedgan.config_files`)."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  argv = config_files.resolve_argv(sys.argv if argv is None else argv)
   app.run(main, argv=argv, flags_parser=_parse_flags)
 
 

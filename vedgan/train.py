@@ -57,7 +57,7 @@ from tqdm import tqdm
 
 from vedgan import configlib, decode, parallel, plots, selection as selection_lib
 from vedgan import steps as steps_lib
-from vedgan import resume, workdir_lock
+from vedgan import compile_cache, resume, workdir_lock
 from vedgan.stopping import SetupInterrupted, StopFlag
 from vedgan.workdir_checks import (check_compatible, check_written_paths,
                                    check_workdir)  # noqa: F401 (check_workdir: re-exported)
@@ -82,6 +82,7 @@ class Trainer:
     self.objective_cls = get_objective_class(config.objective)
     configlib.validate(config, self.objective_cls.STEPS)  # ranges first, then divisibility
     decode.check_mode(str(config.decode.mode))
+    compile_cache.enable(config)  # before anything compiles (training, evaluation, sampling)
     parallel.check_batch_size(int(config.train.batch_size), self.mesh, "train.batch_size")
     parallel.check_batch_size(int(config.train.eval_batch_size), self.mesh,
                               "train.eval_batch_size")

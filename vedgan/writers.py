@@ -3,10 +3,11 @@
 ``metrics.jsonl`` holds one JSON object per line: ``{"step", "stage", "split", <scalars>,
 "wall_time"}`` (UNIX seconds when written); train rows also name the step function that produced them (``"step_name"``: a logging
 window of a cycle such as ``"ae*N,cvae*N"`` writes one row per step function).
-TensorBoard (``WORKDIR/tensorboard``, through tensorboardX) gets the same scalars as
-``<split>/<name>``, the samples of each evaluation as a markdown table (text tag
-``samples``: ``| # | context | response |``) and the stage-end PNGs of
-:mod:`vedgan.plots` as images (``plots/<file stem>``).
+TensorBoard (``WORKDIR/tensorboard``, event files written by :mod:`vedgan.event_file`,
+which imports neither tensorboardX nor torch) gets the same scalars as ``<split>/<name>``,
+the samples of each evaluation as a markdown table (text tag ``samples/text_summary``:
+``| # | context | response |``) and the stage-end PNGs of :mod:`vedgan.plots` as images
+(``plots/<file stem>``, the PNG files' bytes).
 """
 from __future__ import annotations
 
@@ -18,8 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from vedgan.event_file import EventFileWriter
+
 #: every row of ``metrics.jsonl`` and ``samples.jsonl`` has the UNIX time it was written
 WALL_TIME = "wall_time"
+#: TensorBoard text tag of the samples (the tag tensorboardX gave them in earlier versions)
+SAMPLES_TAG = "samples/text_summary"
 
 
 class MetricWriter:
@@ -31,8 +36,7 @@ class MetricWriter:
     self.samples_path = os.path.join(workdir, "samples.jsonl")
     self.tb = None
     if enabled and tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self.tb = EventFileWriter(os.path.join(workdir, "tensorboard"))
 
   def scalars(self, step: int, stage: str, split: str, values: dict[str, Any],
               tags: dict[str, str] | None = None) -> None:
@@ -41,11 +45,13 @@ class MetricWriter:
       return
     row = {"step": int(step), "stage": stage, "split": split, **(tags or {}),
            WALL_TIME: round(time.time(), 3)}
+    scalars = {}
     for k, v in values.items():
       v = float(np.asarray(v))
       row[k] = v if math.isfinite(v) else str(v)
-      if self.tb is not None:
-        self.tb.add_scalar(f"{split}/{k}", v, int(step))
+      scalars[f"{split}/{k}"] = v
+    if self.tb is not None and scalars:
+      self.tb.add_scalars(scalars, int(step))  # one event per row
     with open(self.metrics_path, "a", encoding="utf-8") as f:
       f.write(json.dumps(row) + "\n")
 
@@ -67,7 +73,7 @@ class MetricWriter:
         row[WALL_TIME] = round(time.time(), 3)
         f.write(json.dumps(row) + "\n")
     if self.tb is not None and pairs:
-      self.tb.add_text("samples", samples_markdown(step, stage, pairs), int(step))
+      self.tb.add_text(SAMPLES_TAG, samples_markdown(step, stage, pairs), int(step))
 
   def images(self, step: int, paths: list[str]) -> None:
     """Adds PNG files to TensorBoard as images tagged ``plots/<file stem>`` at ``step``."""
@@ -75,7 +81,7 @@ class MetricWriter:
       return
     for path in paths:
       tag = "plots/" + os.path.splitext(os.path.basename(path))[0]
-      self.tb.add_image(tag, read_png(path), int(step), dataformats="HWC")
+      self.tb.add_png(tag, path, int(step))
     self.tb.flush()
 
   def flush(self) -> None:
