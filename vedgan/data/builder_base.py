@@ -11,11 +11,15 @@ A builder subclasses :class:`VedganBuilder` and declares
 
 Where the data comes from (:meth:`VedganBuilder.locate`):
 
-1. ``manual_dir`` (``config.data.manual_dir``; one that is set but does not exist is
-   a :class:`vedgan.errors.DataError` before TFDS runs), if it exists: for each resource,
-   the released file ``filename`` there (an archive is extracted first), else
-   ``manual_dir`` itself holding the already extracted files;
-2. otherwise the resources' URLs, downloaded and extracted by TFDS;
+1. ``manual_dir`` (``config.data.manual_dir``, default ``DATA_DIR/downloads/manual``; one
+   that is set but missing or empty is a :class:`vedgan.errors.DataError` before TFDS
+   runs), if it holds anything (TFDS's ``dl_manager.manual_dir``): for each resource, the
+   released file ``filename`` there (an archive is extracted first), else ``manual_dir``
+   itself holding the already extracted files;
+2. otherwise the resources' URLs, downloaded by TFDS and verified against the size and
+   sha256 in ``checksums.tsv`` next to the builder's module (TFDS's format, one
+   ``url<TAB>size<TAB>sha256<TAB>filename`` per line); a URL without an entry is used
+   unverified, with a warning (see ``docs/data.md``, "Checksums");
 3. otherwise a one-line :class:`vedgan.errors.DataError` saying where to get
    the data and where to put it.
 
@@ -44,6 +48,8 @@ from typing import Optional
 
 from etils import epath
 import tensorflow_datasets as tfds
+# (a public name that tfds.download does not re-export; here in TFDS 4.9.8 through 4.9.10)
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from vedgan.data.textio import clean, read_lines  # noqa: F401 (re-exported)
 from vedgan.errors import DataError
@@ -240,7 +246,9 @@ class VedganBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def checked(self, split: str, examples):
     """Passes ``examples`` through; a split that yields none is a DataError.
 
-    (TFDS would otherwise fail with an AssertionError deep in its writer.)
+    (TFDS would otherwise fail with an AssertionError deep in its writer.) When the
+    split is exhausted its skip counts go into ``info.metadata`` (:meth:`record_skips`):
+    TFDS writes every split before it saves the metadata, so the saved counts are final.
     """
     count = 0
     for key, example in examples:
@@ -250,15 +258,17 @@ class VedganBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       skipped = dict(self.skip_counter(split))
       raise DataError(f"{self.name}: split {split!r} has no usable examples "
                       f"(skipped: {skipped or 'none'}); check the data files")
+    self.record_skips(split)
 
-  def record_skips(self) -> None:
-    """Copies the skip counters into ``info.metadata`` and logs them."""
-    skips = {split: dict(sorted(c.items()))
-             for split, c in sorted(getattr(self, "_skips", {}).items())}
+  def record_skips(self, split: Optional[str] = None) -> None:
+    """Copies every split's skip counters into ``info.metadata["skipped"]``
+    (``{split: {reason: count}}``) and logs those of ``split`` (all if None)."""
+    skips = {name: dict(sorted(c.items()))
+             for name, c in sorted(getattr(self, "_skips", {}).items())}
     self.info.metadata["skipped"] = skips
-    for split, c in skips.items():
-      if c:
-        log.warning("%s %s: skipped %s", self.name, split, c)
+    for name, c in skips.items():
+      if c and split in (None, name):
+        log.warning("%s %s: skipped %s", self.name, name, c)
 
   def make_info(self, description: str, features: dict, citation: str,
                 license: str) -> tfds.core.DatasetInfo:  # pylint: disable=redefined-builtin
@@ -272,20 +282,15 @@ class VedganBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         metadata=tfds.core.MetadataDict(),
     )
 
-  def _download_and_prepare(self, dl_manager, download_config=None):  # pylint: disable=arguments-differ
-    result = super()._download_and_prepare(dl_manager, download_config)
-    self.record_skips()
-    return result
-
   def locate(self, dl_manager) -> dict:
     """Finds the released files (see the module docstring).
 
     Raises:
       DataError: one line naming the homepage, the URL(s) and the manual
-        directory, if the data is neither in ``manual_dir`` nor downloadable.
+        directory, if the data is neither in ``manual_dir`` nor downloadable, or if a
+        download does not match the builder's ``checksums.tsv``.
     """
-    manual = self._manual_dir(dl_manager)
-    where = getattr(dl_manager, "_manual_dir", None)
+    manual = self.usable_manual_dir(dl_manager)
     if manual is not None:
       paths = {}
       for key, res in self.RESOURCES.items():
@@ -298,14 +303,24 @@ class VedganBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       raise DataError(
           f"{self.name}: the manual directory {manual} does not hold "
           f"{self.MANUAL_HELP}; get the data from {self.HOMEPAGE}")
+    # (vedgan's prepare_builder refuses a configured manual_dir that is missing or empty,
+    # so the folder without the files is TFDS's default one.)
+    where = epath.Path(dl_manager.download_dir) / "manual"
     urls = {k: r.url for k, r in self.RESOURCES.items()}
     if not urls or any(u is None for u in urls.values()):
       raise DataError(
           f"{self.name} cannot be downloaded automatically: get it from "
           f"{self.HOMEPAGE} and put {self.MANUAL_HELP} in {where} (or set "
           "config.data.manual_dir to the folder holding it)")
+    self.warn_unverified(urls.values(), dl_manager)
     try:
       paths = dl_manager.download(urls)
+    except NonMatchingChecksumError as e:
+      raise DataError(
+          f"{self.name}: a download does not match the size/sha256 in {self.checksums_path()} "
+          f"({' '.join(str(e).split())[:300]}); the file on the server changed or the "
+          f"download was damaged: delete {dl_manager.download_dir} and retry, or put "
+          f"{self.MANUAL_HELP} in {where} (or set config.data.manual_dir)") from None
     except Exception as e:  # pylint: disable=broad-except
       first = str(e).strip().splitlines()[0] if str(e).strip() else ""
       raise DataError(
@@ -320,6 +335,27 @@ class VedganBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                       f"expected layout ({self.MANUAL_HELP})")
     return found
 
+  @classmethod
+  def checksums_path(cls) -> epath.Path:
+    """``checksums.tsv`` next to the builder's module (where TFDS reads and registers the
+    sizes and sha256 of its downloads: ``url<TAB>size<TAB>sha256<TAB>filename``)."""
+    return cls.code_path.parent / "checksums.tsv"
+
+  def warn_unverified(self, urls, dl_manager) -> list:
+    """Logs (and returns) the ``urls`` that ``checksums.tsv`` does not list.
+
+    TFDS downloads such a file without verifying it (recording it when registering, and
+    refusing it with ``force_checksums_validation``: ``python -m vedgan.data.prepare NAME
+    --register_checksums`` / ``--force_checksums_validation``).
+    """
+    known = self.url_infos or {}
+    missing = [u for u in urls if u not in known]
+    if missing and not dl_manager.register_checksums:
+      log.warning("%s: no size/sha256 registered for %s in %s: the download is not verified "
+                  "(python -m vedgan.data.prepare %s --register_checksums records it)",
+                  self.name, ", ".join(missing), self.checksums_path(), self.name)
+    return missing
+
   def extract(self, path, dl_manager) -> epath.Path:
     """Extracts an archive (e.g. a nested one) under the download folder."""
     return extract_archive(path, epath.Path(dl_manager.download_dir) /
@@ -331,8 +367,9 @@ class VedganBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return epath.Path(path)
 
   @staticmethod
-  def _manual_dir(dl_manager) -> Optional[epath.Path]:
-    """``dl_manager.manual_dir`` if it exists and is not empty, else None."""
+  def usable_manual_dir(dl_manager) -> Optional[epath.Path]:
+    """``dl_manager.manual_dir`` (TFDS's public property) if that folder exists and is not
+    empty, else None (the property raises AssertionError then)."""
     try:
       return epath.Path(dl_manager.manual_dir)
     except (AssertionError, ValueError):

@@ -7,7 +7,7 @@ SeqGAN) and ``test`` (``data.oracle_test_size``, 10,000), each ``[N, T]`` oracle
 0)`` (train) and ``.., 1)`` (test), :func:`vedgan.oracle.sample_many` in chunks of 1000.
 
 Cache: ``DATA_DIR/oracle/<key>/`` (``DATA_DIR`` as the TFDS datasets:
-``data.data_dir``, ``$VEDGAN_DATA_DIR`` or ``~/.cache/vedgan/tfds``), where ``key`` hashes
+``data.data_dir``, ``$VEDGAN_DATA_DIR``, ``$TFDS_DATA_DIR`` or ``~/.cache/vedgan/tfds``), where ``key`` hashes
 the oracle's parameters (:func:`vedgan.oracle.fingerprint`), ``T``, the split sizes and the
 data seed. It holds ``train.txt`` and ``test.txt`` (one sequence of space-separated ids per
 line: what anyone can rescore), ``oracle.npz`` (the 15 arrays, :data:`vedgan.oracle.PARAM_NAMES`)

@@ -4,11 +4,18 @@
     python -m vedgan.data.prepare mojitalk_twitter --manual_dir ~/Downloads
     python -m vedgan.data.prepare persona_chat/both_original opensubtitles/en_10m
     python -m vedgan.data.prepare --all --json stats.json
+    python -m vedgan.data.prepare sst2 --force_checksums_validation  # verified downloads only
+    python -m vedgan.data.prepare opensubtitles/en_1m --register_checksums  # (a checkout)
 
 For every split: examples, distinct dialogues, mean history turns, mean
 response / text length in whitespace words, distinct lower-cased words, and
 the lines the builder skipped (by reason). A missing dataset prints one line
 saying where to get it and where to put it, and the exit status is 1.
+
+Downloads are checked against the builder's ``checksums.tsv`` (TFDS's convention);
+``--register_checksums`` records the sizes and sha256 of what it downloads there (TFDS's
+``register_checksums``: the builder's folder must be writable), and
+``--force_checksums_validation`` refuses a URL that has no entry (``docs/data.md``).
 """
 from __future__ import annotations
 
@@ -57,10 +64,18 @@ def split_stats(records) -> dict:
   return out
 
 
-def prepare(name: str, data_dir: str = "", manual_dir: str = "") -> dict:
-  """Builds ``name`` (if needed) and returns ``{split: stats}`` + skips."""
+def prepare(name: str, data_dir: str = "", manual_dir: str = "",
+            register_checksums: bool = False,
+            force_checksums_validation: bool = False) -> dict:
+  """Builds ``name`` (if needed) and returns ``{split: stats}`` + skips.
+
+  ``register_checksums`` / ``force_checksums_validation``: see
+  :func:`vedgan.data.sources.prepare_builder`.
+  """
   config = {"name": name, "data_dir": data_dir, "manual_dir": manual_dir}
-  builder = sources.prepare_builder(config, verbose=True)
+  builder = sources.prepare_builder(
+      config, verbose=True, register_checksums=register_checksums,
+      force_checksums_validation=force_checksums_validation)
   skipped = dict(builder.info.metadata.get("skipped", {})) if (
       builder.info.metadata) else {}
   out = {"data_dir": str(builder.data_dir), "splits": {}}
@@ -78,10 +93,15 @@ def main(argv=None) -> int:
   parser.add_argument("--all", action="store_true",
                       help="every registered builder")
   parser.add_argument("--data_dir", default="",
-                      help="TFDS data dir (default $VEDGAN_DATA_DIR or "
-                      "~/.cache/vedgan/tfds)")
+                      help="TFDS data dir (default $VEDGAN_DATA_DIR, else "
+                      "$TFDS_DATA_DIR, else ~/.cache/vedgan/tfds)")
   parser.add_argument("--manual_dir", default="",
                       help="folder with manually downloaded files")
+  parser.add_argument("--register_checksums", action="store_true",
+                      help="record size and sha256 of every download in the builder's "
+                      "checksums.tsv (rebuilds the dataset)")
+  parser.add_argument("--force_checksums_validation", action="store_true",
+                      help="refuse a download whose URL has no checksums.tsv entry")
   parser.add_argument("--json", help="also write the statistics here")
   args = parser.parse_args(argv)
   names = sorted(sources.BUILDERS) if args.all else args.names
@@ -90,7 +110,9 @@ def main(argv=None) -> int:
   results, failed = {}, False
   for name in names:
     try:
-      results[name] = prepare(name, args.data_dir, args.manual_dir)
+      results[name] = prepare(name, args.data_dir, args.manual_dir,
+                              register_checksums=args.register_checksums,
+                              force_checksums_validation=args.force_checksums_validation)
     except VedganError as e:
       print(str(e) if name.split("/")[0] in str(e) else f"{name}: {e}",
             file=sys.stderr)

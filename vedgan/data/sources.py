@@ -19,28 +19,19 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from vedgan.data import registration
 from vedgan.errors import ConfigError, DataError
 
-#: Builder registry: config name -> "module:ClassName" (imported lazily).
-#: Add corpora here (or with :func:`register_builder`).
-BUILDERS: dict[str, str] = {
-    "chatterbot_corpus":
-        "vedgan.data.chatterbot_corpus.chatterbot_corpus:ChatterbotCorpus",
-    "chitchat": "vedgan.data.chitchat.chitchat:Chitchat",
-    "daily_dialog": "vedgan.data.daily_dialog.daily_dialog:DailyDialog",
-    "empathetic_dialogues": ("vedgan.data.empathetic_dialogues."
-                             "empathetic_dialogues:EmpatheticDialogues"),
-    "persona_chat": "vedgan.data.persona_chat.persona_chat:PersonaChat",
-    "sst2": "vedgan.data.sst2.sst2:Sst2",
-    "mojitalk_twitter":
-        "vedgan.data.mojitalk_twitter.mojitalk_twitter:MojitalkTwitter",
-    "coco_captions_texygen": ("vedgan.data.coco_captions_texygen."
-                              "coco_captions_texygen:CocoCaptionsTexygen"),
-    "opensubtitles": "vedgan.data.opensubtitles.opensubtitles:Opensubtitles",
-}
+#: Builder registry: config name -> "module:ClassName" (imported lazily). vedgan's own
+#: corpora (:data:`vedgan.data.registration.SHIPPED`, also TFDS's names for them); add yours
+#: here (or with :func:`register_builder`).
+BUILDERS: dict[str, str | type] = dict(registration.SHIPPED)
 
-#: Environment variable overriding the default data directory.
+#: Environment variables naming the data directory, in order of precedence (after an
+#: explicit ``data_dir``): vedgan's own, then TFDS's (the one ``tfds.builder`` reads).
 DATA_DIR_ENV = "VEDGAN_DATA_DIR"
+TFDS_DATA_DIR_ENV = "TFDS_DATA_DIR"
+#: The data directory when neither is set (vedgan's; TFDS's own is ~/tensorflow_datasets).
 DEFAULT_DATA_DIR = os.path.join("~", ".cache", "vedgan", "tfds")
 
 _FILE_FORMAT = "array_record"
@@ -78,17 +69,16 @@ def builder_class(name: str) -> type:
   if name not in BUILDERS:
     raise ConfigError(f"unknown data.name={name!r}; known: "
                       f"{', '.join(sorted(BUILDERS))} (or set data.format for your own files)")
-  entry = BUILDERS[name]
-  if isinstance(entry, str):
-    module_name, _, class_name = entry.partition(":")
-    entry = getattr(importlib.import_module(module_name), class_name)
-  return entry
+  return registration.load_class(BUILDERS[name])
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> str:
-  """``data_dir`` if given, else ``$VEDGAN_DATA_DIR``, else ~/.cache/vedgan/tfds."""
+  """The TFDS data directory: the first of ``data_dir`` (``config.data.data_dir``,
+  ``--data_dir``), ``$VEDGAN_DATA_DIR``, ``$TFDS_DATA_DIR`` and ~/.cache/vedgan/tfds that is
+  set and not empty; ``~`` expanded and made absolute unless it is a URL (``gs://...``)."""
   if not data_dir:
-    data_dir = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    data_dir = (os.environ.get(DATA_DIR_ENV) or os.environ.get(TFDS_DATA_DIR_ENV)
+                or DEFAULT_DATA_DIR)
   data_dir = os.fspath(data_dir)
   if "://" not in data_dir:
     data_dir = os.path.abspath(os.path.expanduser(data_dir))
@@ -97,18 +87,22 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> str:
 
 @contextlib.contextmanager
 def _quiet_tfds(verbose: bool):
-  """Silences TFDS progress bars and its two stdout prints, then restores."""
+  """Without ``verbose``: TFDS's progress bars off and its two stdout prints swallowed.
+
+  The bars are switched with TFDS's public ``tfds.disable_progress_bar()`` and, afterwards,
+  ``tfds.enable_progress_bar()`` (TFDS's default): TFDS has no public getter of their state,
+  so a caller who had turned them off turns them off again after a quiet build.
+  """
   if verbose:
     yield
     return
-  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
-  previous = getattr(tqdm_utils, "_active", True)
-  tqdm_utils.display_progress_bar(False)
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
   try:
     with contextlib.redirect_stdout(io.StringIO()):
       yield
   finally:
-    tqdm_utils.display_progress_bar(previous)
+    tfds.enable_progress_bar()
 
 
 @contextlib.contextmanager
@@ -139,14 +133,40 @@ def _is_prepared(builder) -> bool:
   return (builder.data_path / "dataset_info.json").exists()
 
 
-def prepare_builder(data_config: Any, verbose: bool = False):
+def _check_manual_dir(manual_dir, cls, name: str) -> str:
+  """``manual_dir`` made absolute; one that is missing or empty is a one-line DataError
+  (a builder may word the second: ``cls.empty_manual_dir_message(path)``)."""
+  manual_dir = os.path.abspath(os.path.expanduser(os.fspath(manual_dir)))
+  exists = os.path.isdir(manual_dir)
+  if exists and os.listdir(manual_dir):
+    return manual_dir
+  if exists and hasattr(cls, "empty_manual_dir_message"):
+    raise DataError(cls.empty_manual_dir_message(manual_dir))
+  what = getattr(cls, "MANUAL_HELP", "") or "the released files"
+  home = getattr(cls, "HOMEPAGE", "") or "docs/data.md"
+  raise DataError(f"config.data.manual_dir={manual_dir} "
+                  f"{'is empty' if exists else 'does not exist'}; get {name} from "
+                  f"{home} and put {what} there, or leave data.manual_dir empty to "
+                  "download it (docs/data.md)")
+
+
+def prepare_builder(data_config: Any, verbose: bool = False, *,
+                    register_checksums: bool = False,
+                    force_checksums_validation: bool = False):
   """Returns the prepared TFDS builder for ``data_config`` (builds it once).
 
   Args:
     data_config: has ``name`` (``"builder"`` or ``"builder/config"``) and
-      optionally ``data_dir`` and ``manual_dir`` (where manually downloaded
-      files are; see each builder).
+      optionally ``data_dir`` (see :func:`resolve_data_dir`) and ``manual_dir``
+      (where manually downloaded files are; see each builder).
     verbose: let TFDS print its progress (default: quiet).
+    register_checksums: TFDS's ``register_checksums``: download, record each URL's size
+      and sha256 in the builder's ``checksums.tsv`` (the builder's folder must be
+      writable, e.g. a checkout) and rebuild the dataset.
+      Needs an empty ``manual_dir`` (a manual file is not a download).
+    force_checksums_validation: refuse to download a URL that has no entry in the
+      builder's ``checksums.tsv`` (by default such a file is used unverified, with a
+      warning; a registered one is always verified).
 
   Raises:
     vedgan.errors.DataError: (one line) the data is missing, saying where to
@@ -166,28 +186,31 @@ def prepare_builder(data_config: Any, verbose: bool = False):
                         f"{config_name!r}; known: {', '.join(known) or 'none'}")
     kwargs["config"] = config_name
   builder = cls(**kwargs)
-  if _is_prepared(builder):
+  if _is_prepared(builder) and not register_checksums:
     return builder
   manual_dir = config_value(data_config, "manual_dir") or None
+  if manual_dir and register_checksums:
+    raise ConfigError("register_checksums records what TFDS downloads: leave "
+                      "data.manual_dir / --manual_dir empty")
   if manual_dir:
-    manual_dir = os.path.abspath(os.path.expanduser(os.fspath(manual_dir)))
-    if not os.path.isdir(manual_dir):
-      what = getattr(cls, "MANUAL_HELP", "") or "the released files"
-      home = getattr(cls, "HOMEPAGE", "") or "docs/data.md"
-      raise DataError(f"config.data.manual_dir={manual_dir} does not exist; get {name} from "
-                      f"{home} and put {what} there, or leave data.manual_dir empty to "
-                      "download it (docs/data.md)")
+    manual_dir = _check_manual_dir(manual_dir, cls, name)
+  mode = tfds.download.GenerateMode
   download_config = tfds.download.DownloadConfig(
       try_download_gcs=False,
       manual_dir=manual_dir,
+      register_checksums=register_checksums,
+      force_checksums_validation=force_checksums_validation,
+      download_mode=(mode.REUSE_CACHE_IF_EXISTS if register_checksums
+                     else mode.REUSE_DATASET_IF_EXISTS),
   )
   with _prepare_lock(data_dir, name), _quiet_tfds(verbose):
     builder = cls(**kwargs)
-    if not _is_prepared(builder):
+    if register_checksums or not _is_prepared(builder):
       logging.info("preparing TFDS dataset %s in %s", name, data_dir)
       try:
-        builder.download_and_prepare(
-            file_format=_FILE_FORMAT, download_config=download_config)
+        # (the file format is the builder's, set by its constructor: passing it again
+        # would be refused when register_checksums rebuilds a prepared dataset)
+        builder.download_and_prepare(download_config=download_config)
       except OSError:
         # Lost the final-rename race against another host (remote data_dir):
         # fine if the winner's copy is complete.
@@ -205,7 +228,8 @@ def load_split(data_config: Any, split: str, verbose: bool = False
     data_config: ``format`` (default ``"tfds"``) picks the source. For
       ``"tfds"``: ``name`` (a key of :data:`BUILDERS`, optionally
       ``"name/config"``) and optionally ``data_dir`` (None ->
-      ``$VEDGAN_DATA_DIR`` or ``~/.cache/vedgan/tfds``) and ``manual_dir``.
+      ``$VEDGAN_DATA_DIR``, ``$TFDS_DATA_DIR`` or ``~/.cache/vedgan/tfds``) and
+      ``manual_dir``.
       For ``"text_lines"``, ``"tsv_pairs"``, ``"jsonl_dialogues"``: ``path``
       etc., see :mod:`vedgan.data.custom`.
     split: a TFDS split spec, e.g. ``"train"``, ``"validation"``,

@@ -237,19 +237,26 @@ class Chitchat(VedganBuilder):
     """``dataset.json`` in the manual directory if there is one, else the package's.
 
     A manual directory other than TFDS's default (``<data_dir>/downloads/manual``,
-    shared by every builder) without the file is a DataError, not a silent fallback.
+    shared by every builder) without the file is a DataError, not a silent fallback (one
+    that is missing or empty is refused earlier, by ``sources.prepare_builder``).
     """
-    manual = getattr(dl_manager, "_manual_dir", None)
-    if manual is not None and os.path.isdir(os.fspath(manual)):
-      found = self._find({"data": epath.Path(manual)}, dl_manager)
+    manual = self.usable_manual_dir(dl_manager)
+    if manual is not None:
+      found = self._find({"data": manual}, dl_manager)
       if found is not None:
         return found
       default = os.path.join(os.fspath(dl_manager.download_dir), "manual")
       if os.path.abspath(os.fspath(manual)) != os.path.abspath(default):
-        raise DataError(f"chitchat: the manual directory {manual} has no {FILENAME}; leave "
-                        "config.data.manual_dir empty to read the installed chitchat-dataset "
-                        "package, or put its dataset.json there")
+        raise DataError(self.empty_manual_dir_message(manual))
     return package_json()
+
+  @classmethod
+  def empty_manual_dir_message(cls, manual_dir) -> str:
+    """The error for a configured manual directory without ``dataset.json`` (also raised
+    by ``sources.prepare_builder`` for an empty one)."""
+    return (f"chitchat: the manual directory {manual_dir} has no {FILENAME}; leave "
+            "config.data.manual_dir empty to read the installed chitchat-dataset "
+            "package, or put its dataset.json there")
 
   def _split_generators(self, dl_manager):
     corpus = read_corpus(self.locate(dl_manager))
