@@ -9,9 +9,9 @@ settings (sentencepiece 500, contexts/responses up to 32/24 tokens, buckets
 2. ``batch``: :class:`vedgan.data.pipeline.BatchIterator` producing padded,
    bucketed numpy batches (the per-step work; examples/s and response
    tokens/s, counted as the trainer counts them: non-pad ``response_out``);
-3. ``batch+device``: the same through
-   :func:`vedgan.data.pipeline.prefetch_to_devices` (background thread, global
-   ``jax.Array`` on the mesh), consumed by the main thread.
+3. ``batch+device``: the same, each batch then placed on the mesh as global
+   ``jax.Array`` s by :func:`vedgan.parallel.shard_batch` (what the trainer does
+   before each step).
 
 and compares with the seq2seq demo's training throughput, read from a run's
 ``metrics.jsonl`` (``tokens_per_sec`` of the train rows; the fastest logged
@@ -46,6 +46,7 @@ sys.path.insert(0, REPO)
 
 import jax  # pylint: disable=g-import-not-at-top
 
+from vedgan import parallel  # pylint: disable=g-import-not-at-top
 from vedgan.data import pipeline, sources  # pylint: disable=g-import-not-at-top
 from vedgan.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
 
@@ -146,10 +147,8 @@ def main() -> int:
       if name == "batch":
         runs.append(time_batches(fresh(), args.batches, to_numpy=False))
       else:
-        fetched = pipeline.prefetch_to_devices(fresh(), mesh, size=4)
-        next(fetched)  # thread start-up
-        runs.append(time_batches(fetched, args.batches, to_numpy=True))
-        fetched.close()
+        placed = (parallel.shard_batch(b, mesh) for b in fresh())
+        runs.append(time_batches(placed, args.batches, to_numpy=True))
     secs, examples, tokens = min(runs)
     best[name] = {"examples_per_sec": examples / secs,
                   "tokens_per_sec": tokens / secs,

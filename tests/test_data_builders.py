@@ -420,6 +420,7 @@ def test_a_split_with_no_usable_example_is_a_data_error(build, tmp_path):
 
 def test_daily_dialog_to_hierarchical_device_batches(built):
   import jax  # pylint: disable=import-outside-toplevel
+  from vedgan import parallel  # pylint: disable=import-outside-toplevel
   _, splits, _ = built("daily_dialog")
   records = splits["train"] + splits["validation"] + splits["test"]
   tok = tokenizer_lib.train_word_vocab(sources.sentences(records), 200)
@@ -429,9 +430,7 @@ def test_daily_dialog_to_hierarchical_device_batches(built):
   assert len(enc) == 9
   it = pipeline.BatchIterator(enc, 4, (8, 16), seed=0, turn_buckets=(2, 3))
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-  fetched = pipeline.prefetch_to_devices(it, mesh)
-  batch = next(fetched)
-  fetched.close()
+  batch = parallel.shard_batch(next(it), mesh)  # global arrays on the mesh, as the trainer does
   assert batch["turns"].shape[0] == 4 and batch["turns"].shape[1] in (2, 3)
   assert batch["turns"].shape[2] in (8, 16)
   assert isinstance(batch["label"], jax.Array)

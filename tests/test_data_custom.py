@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import make_config
+from vedgan import parallel
 from vedgan.data import custom, inputs, pipeline, sources
 from vedgan.data import tokenizer as tokenizer_lib
 from vedgan.errors import ConfigError, DataError
@@ -55,7 +56,7 @@ def test_text_lines_to_device_batches(tmp_path):
   enc = pipeline.encode_sentences(texts, tok, max_len=8)
   assert enc.counts["truncated"] == 1
   it = pipeline.BatchIterator(enc, 4, (4, 8), seed=0)
-  batch = next(pipeline.prefetch_to_devices(it, _mesh()))
+  batch = parallel.shard_batch(next(it), _mesh())
   assert isinstance(batch["tokens_in"], jax.Array)
   assert batch["tokens_in"].shape == (4, 8)
   rows = np.asarray(batch["tokens_out"])
@@ -180,7 +181,7 @@ def test_make_inputs_custom_tsv_word_tokenizer_and_resume(tmp_path):
   assert got.tokenizer.vocab_size == 50  # 6 specials + 44 most frequent
   assert got.counts["train"]["examples"] + got.counts["validation"][
       "examples"] == 120
-  batch = next(pipeline.prefetch_to_devices(got.streams["train"], _mesh()))
+  batch = parallel.shard_batch(next(got.streams["train"]), _mesh())
   assert batch["context"].shape[0] == config.train.batch_size
   assert batch["context"].shape[1] in tuple(config.data.buckets)
   row = np.asarray(batch["context"][0])
@@ -207,15 +208,14 @@ def test_make_inputs_embedded_corpus_to_device_batches(tmp_path):
   got, is_new = inputs.make_inputs(config, str(tmp_path / "run"))
   assert is_new and got.tokenizer.model_type == "word"
   assert got.counts["train"]["examples"] > 1000
-  fetched = pipeline.prefetch_to_devices(got.streams["train"], _mesh(), size=2)
+  stream = got.streams["train"]
   for _ in range(3):
-    batch = next(fetched)
+    batch = parallel.shard_batch(next(stream), _mesh())
     b, lr = batch["response_out"].shape
     assert b == 8 and lr in (8, 16)
     out = np.asarray(batch["response_out"])
     assert (out == tokenizer_lib.EOS_ID).sum() == b  # one eos per row
-  assert fetched.get_state()["position"] == 3
-  fetched.close()
+  assert stream.get_state()["position"] == 3
 
 
 def test_unknown_tokenizer_kind(tmp_path):

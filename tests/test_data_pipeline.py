@@ -1,4 +1,4 @@
-"""Tests for vedgan.data.pipeline (encode_pairs, BatchIterator, prefetch)."""
+"""Tests for vedgan.data.pipeline (encode_pairs, BatchIterator)."""
 import json
 import unicodedata
 
@@ -304,39 +304,6 @@ def test_errors_are_clear(encoded):
     pipeline.BatchIterator(hand_made, 1, (4,), seed=0)
 
 
-# -- prefetch ---------------------------------------------------------------------
-
-
-def test_prefetch_same_sequence_and_state(encoded):
-  kwargs = dict(global_batch_size=8, buckets=(4, 8, 16), seed=9)
-  plain = pipeline.BatchIterator(encoded, **kwargs)
-  fetched = pipeline.prefetch(pipeline.BatchIterator(encoded, **kwargs), 3)
-  _assert_batches_equal(_take(fetched, 5), _take(plain, 5))
-  assert fetched.get_state() == plain.get_state()  # consumed, not queued
-  state = fetched.get_state()
-  fetched.close()
-  _assert_batches_equal(_take(fetched, 4), _take(plain, 4))  # no gap
-  fetched.set_state(state)
-  plain.set_state(state)
-  _assert_batches_equal(_take(fetched, 8), _take(plain, 8))
-  fetched.close()
-
-
-def test_prefetch_finite_and_errors(encoded):
-  it = pipeline.BatchIterator(encoded, 16, (16,), seed=0, repeat=False,
-                              drop_remainder=False, shuffle=False)
-  assert len(list(pipeline.prefetch(it))) == 4
-
-  def broken():
-    yield 1
-    raise RuntimeError("boom")
-
-  fetched = pipeline.prefetch(broken())
-  assert next(fetched) == 1
-  with pytest.raises(RuntimeError, match="boom"):
-    next(fetched)
-
-
 # -- end to end on the embedded corpus ---------------------------------------
 
 
@@ -553,30 +520,6 @@ def test_dialogue_batches_are_hierarchical():
 def test_batch_iterator_rejects_other_types():
   with pytest.raises(TypeError, match="cannot batch list"):
     pipeline.BatchIterator([[1, 2]], 1, (4,), seed=0)
-
-
-def test_prefetch_transform_runs_in_background(encoded):
-  it = pipeline.BatchIterator(encoded, 8, (16,), seed=0)
-  plain = pipeline.BatchIterator(encoded, 8, (16,), seed=0)
-  fetched = pipeline.prefetch(it, 2, transform=lambda b: b["context"].sum())
-  assert [next(fetched) for _ in range(3)] == [
-      next(plain)["context"].sum() for _ in range(3)]
-  fetched.close()
-
-
-def test_prefetch_to_devices(encoded):
-  import jax  # pylint: disable=import-outside-toplevel
-  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-  it = pipeline.BatchIterator(encoded, 8, (16,), seed=0)
-  plain = _take(pipeline.BatchIterator(encoded, 8, (16,), seed=0), 3)
-  fetched = pipeline.prefetch_to_devices(it, mesh)
-  for want in plain:
-    got = next(fetched)
-    assert isinstance(got["context"], jax.Array)
-    for key in want:
-      np.testing.assert_array_equal(np.asarray(got[key]), want[key])
-  assert fetched.get_state()["position"] == 3
-  fetched.close()
 
 
 def test_chatterbot_sentences_end_to_end():

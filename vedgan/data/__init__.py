@@ -13,7 +13,7 @@
 * :mod:`vedgan.data.tokenizer`: sentencepiece and word vocabularies with fixed
   special ids;
 * :mod:`vedgan.data.pipeline`: encoding with counted filtering, bucketed
-  resumable per-process batches, prefetch to devices;
+  resumable per-process batches;
 * :mod:`vedgan.data.inputs`: a run's inputs assembled from the config.
 
 Importing this package imports nothing heavy (no TFDS: the builders are registered with

@@ -6,13 +6,16 @@ never raising on bad text: an item that is undecodable, encodes to no tokens
 or (with ``too_long="skip"``) is too long is skipped and counted. Every encoded
 dataset keeps ``index`` (the input position of each kept example) and
 ``fields`` (per-example arrays attached with :func:`with_fields`, given per
-INPUT item, so no caller re-derives which items were skipped). Batching is
-:mod:`vedgan.data.pipeline`.
+INPUT item, so no caller re-derives which items were skipped). The texts of
+:data:`ENCODE_CHUNK` items at a time go through one ``tokenizer.encode_batch``
+call (SentencePiece: batched and multi-threaded), with the ids of
+``tokenizer.encode`` text by text. Batching is :mod:`vedgan.data.pipeline`.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Optional, Sequence
+import itertools
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -41,6 +44,49 @@ def _as_text(value) -> Optional[str]:
   except UnicodeEncodeError:
     return None
   return text
+
+
+#: items whose texts go through one ``tokenizer.encode_batch`` call (bounds what one call holds)
+ENCODE_CHUNK = 8192
+
+
+def batch_encoder(tokenizer) -> Callable[[list], list]:
+  """``texts -> [ids of each text]``: the tokenizer's ``encode_batch`` (one batched,
+  multi-threaded call for a SentencePiece :class:`~vedgan.data.tokenizer.Tokenizer`), or
+  ``encode`` text by text for a tokenizer that has no ``encode_batch``."""
+  batch = getattr(tokenizer, "encode_batch", None)
+  if batch is not None:
+    return batch
+  return lambda texts: [tokenizer.encode(t) for t in texts]
+
+
+def _encode_items(items: Iterable, prepare: Callable[[Any], tuple], tokenizer):
+  """Yields ``(info, ids)`` for each of ``items``, in order.
+
+  ``prepare(item) -> (info, texts)``: ``texts`` is the list of strings of the item to
+  encode, or ``None`` for an item skipped before encoding (its ``ids`` is then ``None``);
+  otherwise ``ids`` holds the token ids (a list of ints) of each of ``texts``. The texts of
+  :data:`ENCODE_CHUNK` items at a time are encoded by one ``encode_batch`` call, with the
+  same ids as ``tokenizer.encode`` text by text.
+  """
+  encode = batch_encoder(tokenizer)
+  it = iter(items)
+  while True:
+    block = [prepare(item) for item in itertools.islice(it, ENCODE_CHUNK)]
+    if not block:
+      return
+    flat = [t for _, texts in block if texts is not None for t in texts]
+    encoded = encode(flat) if flat else []
+    if len(encoded) != len(flat):
+      raise ValueError(f"{type(tokenizer).__name__}.encode_batch returned {len(encoded)} "
+                       f"results for {len(flat)} texts")
+    pos = 0
+    for info, texts in block:
+      if texts is None:
+        yield info, None
+      else:
+        yield info, encoded[pos:pos + len(texts)]
+        pos += len(texts)
 
 
 def _check_too_long(too_long: str) -> None:
@@ -97,7 +143,8 @@ def encode_pairs(pairs: Iterable[tuple[str, str]], tokenizer,
     pairs: ``(context, response)`` strings (or UTF-8 bytes), e.g. from
       :func:`vedgan.data.sources.dialogue_pairs`.
     tokenizer: has ``encode(str) -> list[int]`` (a
-      :class:`vedgan.data.tokenizer.Tokenizer` or ``WordTokenizer``).
+      :class:`vedgan.data.tokenizer.Tokenizer` or ``WordTokenizer``); its
+      ``encode_batch(list[str]) -> list[list[int]]`` (same ids) is used when present.
     max_context_len: contexts keep their LAST ``max_context_len`` tokens
       (the most recent words).
     max_response_len: length of the decoder rows ``[bos, y]``/``[y, eos]``;
@@ -119,14 +166,12 @@ def encode_pairs(pairs: Iterable[tuple[str, str]], tokenizer,
   counts = dict(pairs=0, examples=0, skipped_empty=0, skipped_undecodable=0,
                 skipped_too_long=0, truncated_context=0, truncated_response=0,
                 context_tokens=0, response_tokens=0)
-  for context, response in pairs:
+  for _, ids in _encode_items(pairs, _pair_texts, tokenizer):
     counts["pairs"] += 1
-    context, response = _as_text(context), _as_text(response)
-    if context is None or response is None:
+    if ids is None:
       counts["skipped_undecodable"] += 1
       continue
-    c = tokenizer.encode(context)
-    r = tokenizer.encode(response)
+    c, r = ids
     if not c or not r:
       counts["skipped_empty"] += 1
       continue
@@ -148,6 +193,14 @@ def encode_pairs(pairs: Iterable[tuple[str, str]], tokenizer,
   counts["examples"] = len(contexts)
   return EncodedPairs(contexts, responses, counts, max_context_len,
                       max_response_len, index=np.asarray(index, np.int64))
+
+
+def _pair_texts(pair) -> tuple[None, Optional[list[str]]]:
+  """``(context, response)`` -> ``(None, [context, response])`` as ``str``; ``(None, None)``
+  when either is undecodable."""
+  context, response = pair
+  context, response = _as_text(context), _as_text(response)
+  return None, (None if context is None or response is None else [context, response])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,19 +235,23 @@ def _encode_sentences(texts, labels, tokenizer, max_len, too_long):
                 skipped_bad_label=0, truncated=0, tokens=0)
   items = zip(texts, labels) if labels is not None else (
       (t, None) for t in texts)
-  for text, label in items:
-    counts["sentences"] += 1
+
+  def prepare(item):  # -> (label, [text]), or (the count to raise, None)
+    text, label = item
     if labels is not None:
       try:
         label = _as_label(label)
       except (TypeError, ValueError):
-        counts["skipped_bad_label"] += 1
-        continue
+        return "skipped_bad_label", None
     text = _as_text(text)
-    if text is None:
-      counts["skipped_undecodable"] += 1
+    return ("skipped_undecodable", None) if text is None else (label, [text])
+
+  for label, encoded in _encode_items(items, prepare, tokenizer):
+    counts["sentences"] += 1
+    if encoded is None:
+      counts[label] += 1
       continue
-    ids = tokenizer.encode(text)
+    ids = encoded[0]
     if not ids:
       counts["skipped_empty"] += 1
       continue
@@ -239,7 +296,8 @@ def encode_sentences(texts: Iterable[str], tokenizer, max_len: int,
 
   Args:
     texts: strings (or UTF-8 bytes), e.g. :func:`vedgan.data.sources.sentences`.
-    tokenizer: has ``encode(str) -> list[int]``.
+    tokenizer: has ``encode(str) -> list[int]`` (and, used when present,
+      ``encode_batch(list[str]) -> list[list[int]]`` giving the same ids).
     max_len: length of the rows ``tokens_in = [bos, y]`` /
       ``tokens_out = [y, eos]``; a sentence keeps its FIRST ``max_len - 1``
       tokens (>= 2).
@@ -313,7 +371,8 @@ def encode_dialogues(examples: Iterable[tuple[Sequence[str], str]], tokenizer,
   Args:
     examples: ``(turns, response)`` with ``turns`` the earlier utterances,
       oldest first, e.g. from :func:`vedgan.data.sources.dialogue_examples`.
-    tokenizer: has ``encode(str) -> list[int]``.
+    tokenizer: has ``encode(str) -> list[int]`` (and, used when present,
+      ``encode_batch(list[str]) -> list[list[int]]`` giving the same ids).
     max_turns: the LAST ``max_turns`` non-empty turns are kept.
     max_turn_len: each turn keeps its FIRST ``max_turn_len`` tokens.
     max_response_len: decoder row length; responses keep their first
@@ -345,24 +404,26 @@ def encode_dialogues(examples: Iterable[tuple[Sequence[str], str]], tokenizer,
                 skipped_undecodable=0, skipped_too_long=0,
                 skipped_bad_label=0, dropped_turns=0, truncated_turn=0,
                 truncated_response=0, turn_tokens=0, response_tokens=0)
-  for k, (history, response) in enumerate(examples):
-    counts["dialogues"] += 1
+
+  def prepare(item):  # -> ((k, label), [response, *turns]), or (the count to raise, None)
+    k, (history, response) = item
     label = None
     if labels is not None:
       try:
         label = _as_label(labels[k])
       except (TypeError, ValueError):
-        counts["skipped_bad_label"] += 1
-        continue
+        return "skipped_bad_label", None
     if isinstance(history, (str, bytes)):
       history = [history]
-    texts = [_as_text(t) for t in history]
-    response = _as_text(response)
-    if response is None or any(t is None for t in texts):
-      counts["skipped_undecodable"] += 1
+    texts = [_as_text(response)] + [_as_text(t) for t in history]
+    return ("skipped_undecodable", None) if None in texts else ((k, label), texts)
+
+  for info, ids in _encode_items(enumerate(examples), prepare, tokenizer):
+    counts["dialogues"] += 1
+    if ids is None:
+      counts[info] += 1
       continue
-    r = tokenizer.encode(response)
-    encoded = [tokenizer.encode(t) for t in texts]
+    (k, label), r, encoded = info, ids[0], ids[1:]
     nonempty = [ids for ids in encoded if ids]
     if not r or not nonempty:
       counts["skipped_empty"] += 1

@@ -19,6 +19,7 @@ import numpy as np
 from absl import logging
 
 from vedgan.data import pipeline, sources
+from vedgan.data.encoding import batch_encoder
 from vedgan.data.identity_tokenizer import IdentityTokenizer
 from vedgan.data.tokenizer import (Tokenizer, load_tokenizer, tokenizer_exists,
                                    train_sentencepiece, train_word_vocab)
@@ -79,8 +80,8 @@ class Inputs:
     """``contexts`` -> ``[len, max_context_len]`` int32, left-truncated, right-padded."""
     max_len = int(config.data.max_context_len)
     out = np.zeros((len(contexts), max_len), np.int32)
-    for i, text in enumerate(contexts):
-      ids = self.tokenizer.encode(text)[-max_len:]
+    for i, ids in enumerate(batch_encoder(self.tokenizer)(list(contexts))):
+      ids = ids[-max_len:]
       out[i, :len(ids)] = ids
     return out
 

@@ -65,15 +65,14 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-# The encoders and prefetching live in their own modules; they are part of this API.
+# The encoders live in their own module; they are part of this API.
 from vedgan.data.encoding import (EncodedDialogues, EncodedPairs, EncodedSentences,  # noqa: F401
                                   encode_dialogues, encode_labelled, encode_pairs,
                                   encode_sentences, num_source_rows, subset, with_fields)
-from vedgan.data.prefetch import Prefetcher, prefetch, prefetch_to_devices  # noqa: F401
 
 __all__ = ["EncodedDialogues", "EncodedPairs", "EncodedSentences", "encode_dialogues",
            "encode_labelled", "encode_pairs", "encode_sentences", "num_source_rows", "subset",
-           "with_fields", "BatchIterator", "Prefetcher", "prefetch", "prefetch_to_devices"]
+           "with_fields", "BatchIterator"]
 from vedgan.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from vedgan.errors import DataError
 
