@@ -280,3 +280,33 @@ def test_encode_contexts_batched(tok, corpus):
   for row, text in zip(out, contexts):
     ids = tok.encode(text)[-5:]
     assert row.tolist() == ids + [0] * (5 - len(ids))
+
+
+def test_paper_encoders_batched_same_as_per_text(tok, corpus):
+  """HappyBot's fixed-width texts and the collaborative VED's turn histories (both now one
+  batched call) equal arrays built here text by text with ``tok.encode``."""
+  from vedgan.papers.collaborative_ved import data as cved_data  # pylint: disable=import-outside-toplevel
+  from vedgan.papers.happybot import data as happy_data  # pylint: disable=import-outside-toplevel
+  texts = corpus[:30] + ["", "<eou>", "a b c d e f g h i j k"]
+  for keep_last in (True, False):
+    out = happy_data._fixed(tok, texts, 6, keep_last)  # pylint: disable=protected-access
+    for row, text in zip(out, texts):
+      ids = tok.encode(text)
+      ids = ids[-6:] if keep_last else ids[:6]
+      assert row.tolist() == ids + [0] * (6 - len(ids))
+
+  class Config:  # the fields encode_histories reads
+    class data:  # pylint: disable=invalid-name
+      max_turns, max_turn_len = 3, 4
+
+  histories = [corpus[i:i + n] for i, n in zip(range(0, 60, 6), (1, 2, 3, 4, 5, 1, 2, 3, 4, 5))]
+  histories += [["", ""], ["hi", "", "<eou>"]]
+  out = cved_data.encode_histories(tok, Config, histories)
+  for turns, num, history in zip(out["turns"], out["num_turns"], histories):
+    kept = [ids[:4] for ids in map(tok.encode, history) if ids][-3:] or [[tok.unk_id]]
+    assert num == len(kept)
+    expected = np.zeros((3, 4), np.int32)
+    for j, ids in enumerate(kept):
+      expected[j, :len(ids)] = ids
+    np.testing.assert_array_equal(turns, expected)
+  assert out["num_turns"].tolist()[:5] == [1, 2, 3, 3, 3]

@@ -14,6 +14,7 @@ import numpy as np
 
 from vedgan.data import inputs as inputs_lib
 from vedgan.data import pipeline, sources
+from vedgan.data.encoding import batch_encoder
 
 
 def slice_examples(examples, slice_words: int):
@@ -68,8 +69,11 @@ def encode_histories(tokenizer, config, histories) -> dict[str, np.ndarray]:
   max_t, max_l = int(config.data.max_turns), int(config.data.max_turn_len)
   turns = np.zeros((len(histories), max_t, max_l), np.int32)
   num = np.zeros((len(histories),), np.int32)
+  flat = batch_encoder(tokenizer)([t for history in histories for t in history])
+  start = 0
   for i, history in enumerate(histories):
-    ids = [tokenizer.encode(t)[:max_l] for t in history]
+    ids = [x[:max_l] for x in flat[start:start + len(history)]]
+    start += len(history)
     ids = [x for x in ids if x][-max_t:] or [[tokenizer.unk_id]]
     for j, row in enumerate(ids):
       turns[i, j, :len(row)] = row

@@ -32,6 +32,7 @@ import numpy as np
 
 from vedgan.data import inputs as inputs_lib
 from vedgan.data import pipeline, sources
+from vedgan.data.encoding import batch_encoder
 from vedgan.errors import ConfigError, DataError
 
 #: EmpatheticDialogues' 32 emotions -> sentiment (1 positive, 0 negative, None dropped):
@@ -189,8 +190,7 @@ def load_sentences(data_config, split: str, triples: Sequence[Triple],
 def _fixed(tokenizer, texts: Sequence[str], width: int, keep_last: bool) -> np.ndarray:
   """Texts -> ``[N, width]`` int32 ids, right-padded; too long keeps the last/first ``width``."""
   out = np.zeros((len(texts), width), np.int32)
-  for i, text in enumerate(texts):
-    ids = tokenizer.encode(text) if text else []
+  for i, ids in enumerate(batch_encoder(tokenizer)(list(texts))):  # one batched call
     ids = ids[-width:] if keep_last else ids[:width]
     out[i, :len(ids)] = ids
   return out
