@@ -190,7 +190,9 @@ def restore_numpy_state(workdir):
   path = os.path.join(root, str(step), "state")
   with ocp.PyTreeCheckpointer() as ckptr:
     meta = ckptr.metadata(path)
-    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta
+    # orbax >= 0.12: StepMetadata; 0.11: the TreeMetadata itself
+    tree = (meta.item_metadata.tree if hasattr(meta, "item_metadata")
+            else getattr(meta, "tree", meta))
     restore_args = jax_tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     state = ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
   return step, state

@@ -60,7 +60,9 @@ def _arrays(path):
   path = os.path.join(str(path), "state")
   with ocp.PyTreeCheckpointer() as ckptr:
     meta = ckptr.metadata(path)
-    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta
+    # orbax >= 0.12: StepMetadata; 0.11: the TreeMetadata itself
+    tree = (meta.item_metadata.tree if hasattr(meta, "item_metadata")
+            else getattr(meta, "tree", meta))
     args = jax_tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     return jax.tree.leaves(ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=args)))
 

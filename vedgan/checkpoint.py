@@ -17,9 +17,13 @@ save runs). Unset, nothing changes.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import inspect
 import json
+import logging
 import os
+import re
 import signal
 from typing import Any
 
@@ -30,7 +34,12 @@ from vedgan.errors import CheckpointError
 
 
 class Checkpointer:
-  """``save``/``restore`` of ``(state, meta)`` under ``directory``."""
+  """``save``/``restore`` of ``(state, meta)`` under ``directory``.
+
+  Retention: orbax's preservation policy ``LatestN(max_to_keep)`` deletes all but the
+  ``max_to_keep`` latest checkpoints of ``directory`` after each save (the best checkpoint
+  of model selection lives in another directory, with its own ``Checkpointer``).
+  """
 
   def __init__(self, directory: str, max_to_keep: int = 2, read_only: bool = False):
     """``read_only``: for readers of a run (evaluation, sampling): nothing is created,
@@ -38,15 +47,16 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     self.read_only = read_only
     self._writing: int | None = None   # the step of the asynchronous save not yet waited for
+    keep = ocp.checkpoint_managers.LatestN(n=None if read_only else int(max_to_keep))
     if read_only:  # (not orbax's read_only option: it logs a warning on every open)
-      options = ocp.CheckpointManagerOptions(max_to_keep=None, create=False,
+      options = ocp.CheckpointManagerOptions(preservation_policy=keep, create=False,
                                              cleanup_tmp_directories=False)
     else:
-      options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+      options = ocp.CheckpointManagerOptions(preservation_policy=keep, create=True,
                                              cleanup_tmp_directories=True,
                                              temporary_path_class=_fault_path_class())
     self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=("state", "meta"))
+                                         handler_registry=_handler_registry())
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -61,19 +71,20 @@ class Checkpointer:
     self.wait()
     self._writing = step
     try:
-      self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                      meta=ocp.args.JsonSave(meta)), force=True)
-    except Exception as e:  # pylint: disable=broad-except
-      if not _is_write_failure(e):
+      with _quiet_reported_write_failures():
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        meta=ocp.args.JsonSave(meta)), force=True)
+    except Exception as e:  # pylint: disable=broad-except  (classified by _write_failure)
+      cause = _write_failure(e)
+      if cause is None:
         raise
       self._writing = None
-      raise self._write_error(step, e) from None
+      raise self._write_error(step, cause) from None
 
-  def _write_error(self, step: int, error: Exception) -> CheckpointError:
-    """One line for a failed write (disk full, permissions): the last complete checkpoint
-    stays the latest one, so rerunning the same command resumes from it."""
-    why = (getattr(error, "strerror", None) or " ".join(str(error).split())[:200]
-           or type(error).__name__)
+  def _write_error(self, step: int, cause: OSError) -> CheckpointError:
+    """One line for a failed write (disk full, quota, permissions, read-only disk): the last
+    complete checkpoint stays the latest one, so rerunning the same command resumes from it."""
+    why = cause.strerror or os.strerror(cause.errno)
     kept = [s for s in self.manager.all_steps() if s < step]
     previous = (f"the checkpoint of step {max(kept)} is kept" if kept
                 else "no earlier checkpoint exists")
@@ -85,47 +96,103 @@ class Checkpointer:
     """The JSON ``meta`` item of a checkpoint (cheap; no arrays are read)."""
     try:
       return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    except Exception as e:  # pylint: disable=broad-except  (re-raised unless a read error)
+      cause = _first(e, _READ_ERRORS)
+      if cause is None:
+        raise
       raise CheckpointError(f"checkpoint {self.directory}/{step} has no readable metadata "
-                            f"({type(e).__name__}); use a new --workdir") from None
+                            f"({type(cause).__name__}); use a new --workdir") from None
 
   def restore(self, step: int, target: Any) -> tuple[Any, dict]:
     """Restores onto the shapes, dtypes and shardings of ``target`` (a state built from
-    the current config); a mismatch is a :class:`CheckpointError`."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    the current config); a mismatch or a damaged checkpoint is a :class:`CheckpointError`."""
+    abstract = jax.tree.map(ocp.tree.to_shape_dtype_struct, target)
     try:
       out = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    except Exception as e:  # pylint: disable=broad-except  (tensorstore raises bare Exception)
-      text = " ".join(str(e).split()) or type(e).__name__
-      if _is_damage(e, text):
-        raise CheckpointError(
-            f"checkpoint {self.directory}/{step} is damaged or incomplete ({text[:200]}); "
-            f"delete that folder to resume from an earlier checkpoint, or use a new --workdir"
-        ) from None
-      first = text.split(" Truncating/padding")[0][:300]
-      raise CheckpointError(
-          f"checkpoint {self.directory}/{step} does not fit the model built from this config "
-          f"({first}); use a new --workdir or the config the run was started with") from None
+    except Exception as e:  # pylint: disable=broad-except  (re-raised unless a read error)
+      cause = _first(e, _READ_ERRORS)
+      if cause is None:
+        raise
+      raise self._read_error(step, abstract, cause) from None
     _check_same_structure(out["state"], target, f"{self.directory}/{step}")
     return out["state"], out["meta"]
+
+  def _read_error(self, step: int, target: Any, cause: Exception) -> CheckpointError:
+    """Why restoring ``step`` onto ``target`` (shape structs) failed, in one line. The failure itself does not
+    say (orbax raises ``ValueError`` for a tree or shape mismatch, tensorstore a ``ValueError``
+    for a missing or garbled array file), so the checkpoint's own record of its arrays (the
+    ``state`` item's metadata) decides: arrays that differ from ``target``'s is a checkpoint of
+    another model; the same arrays (or a record that cannot be read) is a damaged checkpoint."""
+    where = f"{self.directory}/{step}"
+    stored = self._stored_shapes(step)
+    difference = None if stored is None else _difference(stored, _leaf_shapes(target))
+    if difference:
+      return CheckpointError(
+          f"checkpoint {where} does not fit the model built from this config ({difference}); "
+          "use a new --workdir or the config the run was started with")
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    return CheckpointError(
+        f"checkpoint {where} is damaged or incomplete ({text[:200]}); delete that folder to "
+        "resume from an earlier checkpoint, or use a new --workdir")
+
+  def _stored_shapes(self, step: int) -> dict[str, tuple] | None:
+    """``{leaf path: shape}`` of the arrays the ``state`` item of ``step`` records in its
+    metadata (no array is read); None when that metadata is missing or cannot be read."""
+    try:
+      metadata = self.manager.item_metadata(step)["state"]
+    except Exception as e:  # pylint: disable=broad-except  (re-raised unless a read error)
+      if _first(e, _READ_ERRORS) is None:
+        raise
+      return None
+    if metadata is None:
+      return None
+    return _leaf_shapes(getattr(metadata, "tree", metadata))
 
   def wait(self) -> None:
     """Blocks until the last save is written; its failure names that save's step."""
     step, self._writing = self._writing, None
     try:
-      self.manager.wait_until_finished()
+      with _quiet_reported_write_failures():
+        self.manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except  (an asynchronous write failed)
-      if not _is_write_failure(e):
+      cause = _write_failure(e)
+      if cause is None:
         raise
       raise self._write_error(step if step is not None else self.manager.latest_step() or 0,
-                              e) from None
+                              cause) from None
 
   def close(self) -> None:
     try:
       self.wait()
     finally:
       self.manager.close()
+
+
+@contextlib.contextmanager
+def _quiet_reported_write_failures():
+  """Within: orbax's log records that carry a write failure (``_write_failure``) are dropped,
+  since the caller reports that failure as its one-line :class:`CheckpointError` (orbax 0.11
+  logs it with its traceback from ``wait_until_finished`` before re-raising it)."""
+  def keep(record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return error is None or _write_failure(error) is None
+
+  logger = logging.getLogger("absl")  # the logger of absl.logging, which orbax logs with
+  logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    logger.removeFilter(keep)
+
+
+def _handler_registry():
+  """orbax's handlers of the two items: ``state`` (a pytree of arrays) and ``meta`` (JSON)."""
+  registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+  for item, args in (("state", ocp.args.StandardSave), ("state", ocp.args.StandardRestore),
+                     ("meta", ocp.args.JsonSave), ("meta", ocp.args.JsonRestore)):
+    registry.add(item, args)
+  return registry
 
 
 FAULT_ENV = "VEDGAN_FAULT"
@@ -142,41 +209,112 @@ def _fault_path_class():
   if kind not in ("kill_during_checkpoint", "enospc_during_checkpoint") or not arg.isdigit():
     raise CheckpointError(f"{FAULT_ENV}={spec!r} is not understood; unset it (it is for tests) "
                           "or write kill_during_checkpoint:<step> or enospc_during_checkpoint:<step>")
-  target = arg
   base = ocp.path.atomicity.AtomicRenameTemporaryPath
 
-  class FailBeforeRename(base):
-    async def finalize(self, *args, **kwargs):
-      if self.get_final().name == target:
-        if kind == "kill_during_checkpoint":
-          os.kill(os.getpid(), signal.SIGKILL)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-      return await super().finalize(*args, **kwargs)
+  def fail_if_target(path) -> None:
+    if path.get_final().name == arg:
+      if kind == "kill_during_checkpoint":
+        os.kill(os.getpid(), signal.SIGKILL)
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  # orbax's finalize is a coroutine in 0.12 and a plain method in 0.11: override in kind
+  if inspect.iscoroutinefunction(base.finalize):
+    class FailBeforeRename(base):
+      async def finalize(self, *args, **kwargs):
+        fail_if_target(self)
+        return await super().finalize(*args, **kwargs)
+  else:
+    class FailBeforeRename(base):  # pylint: disable=function-redefined
+      def finalize(self, *args, **kwargs):
+        fail_if_target(self)
+        return super().finalize(*args, **kwargs)
 
   return FailBeforeRename
 
 
-def _is_write_failure(error: Exception) -> bool:
-  """An OS-level write failure (disk full, quota, permissions), also when orbax or
-  tensorstore re-raise it as another exception type from their writer threads."""
-  text = str(error)
-  return isinstance(error, OSError) or any(
-      marker in text for marker in ("No space left", "ENOSPC", "Disk quota", "Permission denied",
-                                    "Read-only file system"))
+# Errors of a failed read: a missing file (FileNotFoundError, also for a missing ``meta``
+# file), garbled JSON (json.JSONDecodeError, a ValueError), an item folder that is missing
+# (KeyError from orbax), an array file cut short, garbled or missing (ValueError from
+# tensorstore, sometimes wrapped by orbax in a bare Exception whose __cause__ it is), a tree
+# or shape that differs from the target (ValueError from orbax). Anything else is re-raised.
+_READ_ERRORS = (OSError, ValueError, KeyError)
+
+# What "free space or fix permissions" fixes: disk full, quota, permissions, read-only disk.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
+
+# tensorstore reports a failed file write as a bare ValueError (its status code, e.g.
+# RESOURCE_EXHAUSTED, PERMISSION_DENIED, as a prefix of the text) whose type carries no errno;
+# the errno is only in the text, as "[os_error_code='28']" (tensorstore 0.1.86) or
+# "[OS error 28: ENOSPC ...]" (0.1.71). This is the one case read from text: an array write
+# that fails in tensorstore (e.g. the disk fills while the arrays are written; a JSON or
+# directory write that fails raises OSError with its errno).
+_TENSORSTORE_ERRNO = re.compile(r"\[os_error_code='(\d+)'\]|\[OS error (\d+)\b")
 
 
-_DAMAGE_MARKERS = ("NOT_FOUND", "DATA_LOSS", "OUT_OF_RANGE", "Error reading", "Error opening",
-                   "while reading", "Expecting", "Unterminated", "No such file")
+def _chain(error: BaseException):
+  """``error`` and every exception reachable from it through ``__cause__``, ``__context__``
+  and the members of exception groups (orbax re-raises its writer threads' errors)."""
+  todo, seen = [error], set()
+  while todo:
+    e = todo.pop(0)
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    yield e
+    todo.extend([e.__cause__, e.__context__, *getattr(e, "exceptions", ())])
 
 
-def _is_damage(error: Exception, text: str) -> bool:
-  """True for a checkpoint whose files are missing, cut short or garbled (as opposed to one
-  that is intact but holds other shapes or another tree)."""
-  if isinstance(error, (OSError, json.JSONDecodeError)):
-    return True
-  if type(error) is Exception:  # pylint: disable=unidiomatic-typecheck  (tensorstore read errors)
-    return True
-  return any(marker in text for marker in _DAMAGE_MARKERS)
+def _first(error: BaseException, types: tuple) -> BaseException | None:
+  """The first exception of ``error``'s chain that is an instance of ``types``, or None."""
+  return next((e for e in _chain(error) if isinstance(e, types)), None)
+
+
+def _write_failure(error: BaseException) -> OSError | None:
+  """The OS error behind a failed write that the user can fix (errno in ``_WRITE_ERRNOS``),
+  found anywhere in ``error``'s chain; None if ``error`` is not one."""
+  for e in _chain(error):
+    if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+      return e
+    if type(e) is ValueError:  # pylint: disable=unidiomatic-typecheck  (tensorstore's errors)
+      match = _TENSORSTORE_ERRNO.search(str(e))
+      code = int(next(g for g in match.groups() if g)) if match else None
+      if code in _WRITE_ERRNOS:
+        return OSError(code, os.strerror(code))
+  return None
+
+
+def _key_name(key: Any) -> str:
+  """One entry of a pytree key path as text: a dict key, an attribute or a sequence index
+  (orbax's metadata tree holds dicts and lists where the state has dataclasses and tuples)."""
+  for attribute in ("key", "name", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple]:
+  """``{"params/encoder/kernel": shape}`` of every leaf of ``tree`` (arrays, shape structs or
+  orbax's array metadata); a leaf without a shape (a Python scalar) has shape ``()``."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {"/".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+          for path, leaf in leaves}
+
+
+def _difference(stored: dict[str, tuple], wanted: dict[str, tuple]) -> str | None:
+  """The first difference between a checkpoint's arrays and the ones a config builds, as a
+  phrase; None if they have the same paths and shapes."""
+  extra, missing = sorted(set(stored) - set(wanted)), sorted(set(wanted) - set(stored))
+  if extra or missing:
+    parts = []
+    if extra:
+      parts.append(f"it holds {len(extra)} array(s) this config does not build, e.g. {extra[0]}")
+    if missing:
+      parts.append(f"this config builds {len(missing)} array(s) it lacks, e.g. {missing[0]}")
+    return "; ".join(parts)
+  for path in sorted(stored):
+    if stored[path] != wanted[path]:
+      return f"{path}: it holds shape {stored[path]} where this config builds {wanted[path]}"
+  return None
 
 
 def _check_same_structure(restored: Any, target: Any, where: str) -> None:
