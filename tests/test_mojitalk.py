@@ -22,6 +22,7 @@ from fakes import FakeTokenizer
 from vedgan import eval_suites, losses, parallel, schedules, train
 from vedgan.data import pipeline
 from vedgan.data.lexicon import Lexicon
+from vedgan.data.sample_choice import spread_indices
 from vedgan.decode import DecodeOptions
 from vedgan.errors import ConfigError
 from vedgan.nn import cvae as cvae_nn
@@ -455,9 +456,16 @@ def test_paper_config_reads_emoji_labels_from_the_mojitalk_twitter_builder(tmp_p
   assert is_new and len(val_labels) == 9
   enc, val_pairs = mojitalk_data.labelled_split(config, "validation", inputs.tokenizer)
   np.testing.assert_array_equal(enc.fields["label"], val_labels)
-  assert [c for c, _ in inputs.sample_pairs] == [c for c, _ in val_pairs[:2]]
-  np.testing.assert_array_equal(mojitalk_data.sample_labels(inputs), val_labels[:2])
   ids = {e: i for i, e in enumerate(sorted(words))}             # the builder's label ids
+  # the logged samples: spread over the split, one label each, labels aligned with the pairs
+  rows = list(inputs.sample_rows)
+  assert rows == spread_indices([c for c, _ in val_pairs], 2, labels=val_labels)
+  assert inputs.sample_pairs == [val_pairs[r] for r in rows]
+  labels = mojitalk_data.sample_labels(inputs)
+  np.testing.assert_array_equal(labels, val_labels[rows])
+  assert len(set(labels.tolist())) == 2
+  for (_, response), label in zip(inputs.sample_pairs, labels):
+    assert ids[next(e for e, w in words.items() if response.startswith(w))] == label
   for (context, response), label in zip(val_pairs, val_labels):
     assert ids[next(e for e, w in words.items() if response.startswith(w))] == label
     assert not any(e in context for e in words)                 # the emoji left the context

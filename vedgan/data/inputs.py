@@ -21,6 +21,7 @@ from absl import logging
 from vedgan.data import pipeline, sources
 from vedgan.data.encoding import batch_encoder
 from vedgan.data.identity_tokenizer import IdentityTokenizer
+from vedgan.data.sample_choice import spread_indices
 from vedgan.data.tokenizer import (Tokenizer, load_tokenizer, tokenizer_exists,
                                    train_sentencepiece, train_word_vocab)
 from vedgan.errors import CheckpointError, ConfigError, DataError
@@ -40,7 +41,8 @@ class Inputs:
     tokenizer: the run's tokenizer.
     streams: ``{name: BatchIterator}`` of local training batches.
     validation: ``{name: encoded validation split}`` of the streams evaluated.
-    sample_pairs: a few raw (prompt, reference) validation pairs for samples.
+    sample_pairs: a few raw (prompt, reference) validation pairs for samples, spread over
+      the split (:func:`vedgan.data.sample_choice.spread_indices`).
     counts: filtering / truncation counts per split and stream.
   """
   tokenizer: Tokenizer
@@ -48,6 +50,9 @@ class Inputs:
   validation: dict
   sample_pairs: list
   counts: dict
+  #: rows of ``validation``'s first stream that ``sample_pairs`` are (where an objective
+  #: needs their fields, e.g. MojiTalk's labels); empty where nobody needs them
+  sample_rows: tuple = ()
 
   def validation_batches(self, config, max_batches: int = 0, stream: str = "train"):
     """A fresh single pass over the validation split of ``stream`` (padding rows have
@@ -230,6 +235,6 @@ def make_inputs(config, workdir: str) -> tuple[Inputs, bool]:
   counts = {"train": getattr(train_enc, "counts", {}), "validation": getattr(val_enc, "counts", {})}
   for split, c in counts.items():
     log_counts(f"{dataset_label(config.data)} {split} (tokenised)", c)
-  n = max(int(config.train.num_samples), 0)
+  chosen = spread_indices([c for c, _ in val_pairs], int(config.train.num_samples))
   return Inputs(tok, {"train": batch_iterator(config, train_enc)}, {"train": val_enc},
-                val_pairs[:n], counts), is_new
+                [val_pairs[i] for i in chosen], counts), is_new

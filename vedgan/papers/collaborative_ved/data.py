@@ -15,6 +15,7 @@ import numpy as np
 from vedgan.data import inputs as inputs_lib
 from vedgan.data import pipeline, sources
 from vedgan.data.encoding import batch_encoder
+from vedgan.data.sample_choice import spread_indices
 
 
 def slice_examples(examples, slice_words: int):
@@ -102,5 +103,7 @@ def make_inputs(config, workdir: str) -> tuple[inputs_lib.Inputs, bool]:
     inputs_lib.log_counts(f"{inputs_lib.dataset_label(d)} {split} (dialogues)", c)
   stream = inputs_lib.batch_iterator(config, train_enc, turn_buckets=tuple(d.turn_buckets))
   eou = f" {d.eou} "
-  samples = [(eou.join(h), r) for h, r in val_ex[:max(int(config.train.num_samples), 0)]]
+  joined = [(eou.join(h), r) for h, r in val_ex]
+  samples = [joined[i] for i in spread_indices([c for c, _ in joined],
+                                               int(config.train.num_samples))]
   return inputs_lib.Inputs(tok, {"train": stream}, {"train": val_enc}, samples, counts), is_new

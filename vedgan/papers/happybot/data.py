@@ -33,6 +33,7 @@ import numpy as np
 from vedgan.data import inputs as inputs_lib
 from vedgan.data import pipeline, sources
 from vedgan.data.encoding import batch_encoder
+from vedgan.data.sample_choice import spread_indices
 from vedgan.errors import ConfigError, DataError
 
 #: EmpatheticDialogues' 32 emotions -> sentiment (1 positive, 0 negative, None dropped):
@@ -255,6 +256,7 @@ def make_inputs(config, workdir: str) -> tuple[inputs_lib.Inputs, bool]:
   counts = {"train": dialogue.counts, "validation": validation.counts,
             "lookahead_examples": len(encoded["lookahead"]), "sentences": len(sentences),
             "sentence_positive_rate": float(np.mean(sentences.labels == 1))}
-  n = max(int(config.train.num_samples), 0)
+  chosen = spread_indices([t.context for t in val_triples], int(config.train.num_samples))
   return inputs_lib.Inputs(tok, streams, {"dialogue": validation},
-                           [(t.context, t.response) for t in val_triples[:n]], counts), is_new
+                           [(val_triples[i].context, val_triples[i].response) for i in chosen],
+                           counts), is_new

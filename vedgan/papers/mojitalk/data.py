@@ -28,6 +28,7 @@ import numpy as np
 
 from vedgan.data import inputs as inputs_lib
 from vedgan.data import pipeline, sources
+from vedgan.data.sample_choice import spread_indices
 from vedgan.errors import ConfigError, DataError
 
 #: Stand-in emoji classes of the demo (``data.labels = "lexicon"``): class 0 when
@@ -176,13 +177,14 @@ def make_inputs(config, workdir: str):
   for split, c in counts.items():
     inputs_lib.log_counts(f"{inputs_lib.dataset_label(config.data)} {split} (tokenised, "
                           "labelled)", c)
-  n = max(int(config.train.num_samples), 0)
-  samples = [val_pairs[i] for i in val.index[:n]]
+  rows = spread_indices([val_pairs[i][0] for i in val.index], int(config.train.num_samples),
+                        labels=val.fields["label"])  # every label in turn
+  samples = [val_pairs[val.index[r]] for r in rows]
   return inputs_lib.Inputs(tok, {"train": inputs_lib.batch_iterator(config, train)},
-                           {"train": val}, samples, counts), is_new
+                           {"train": val}, samples, counts, sample_rows=tuple(rows)), is_new
 
 
 def sample_labels(inputs) -> np.ndarray:
-  """The labels of ``inputs.sample_pairs`` (the first validation examples) ``[n]``."""
-  return np.asarray(inputs.validation["train"].fields["label"][:len(inputs.sample_pairs)],
-                    np.int32)
+  """The labels of ``inputs.sample_pairs`` (validation rows ``inputs.sample_rows``) ``[n]``."""
+  rows = np.asarray(inputs.sample_rows, np.int64)
+  return np.asarray(inputs.validation["train"].fields["label"], np.int32)[rows]
