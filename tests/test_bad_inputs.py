@@ -227,8 +227,8 @@ def test_config_mistakes(case, argv, fragments, trained, trained_copy, monkeypat
 
 @pytest.mark.parametrize("config_arg,fragments", [
     ("configs/seq2seq.py:dmeo", ["unknown variant 'dmeo' of configs/seq2seq.py", "'demo'"]),
-    ("configs/seq2sq.py:demo", ["--config configs/seq2sq.py", "no such file",
-                                "configs/seq2seq.py:demo"]),
+    ("configs/seq2sq.py:demo", ["--config configs/seq2sq.py", "no such config file",
+                                "did you mean seq2seq?", "--config seq2seq:demo"]),
 ], ids=["unknown_variant", "missing_config_file"])
 def test_config_file_mistakes(config_arg, fragments, tmp_path, monkeypatch, capsys):
   workdir = tmp_path / "never"

@@ -61,6 +61,8 @@ def test_existing_files_and_unknown_names_are_left_alone(tmp_path, monkeypatch):
       "p", "--config=" + os.path.join(config_files.config_dir(), "topk_gan.py")]
   message = config_files.unknown_message("nope.py")
   assert "seq2seq" in message and "--config seq2seq:demo" in message and "\n" not in message
+  assert "did you mean" not in message
+  assert "did you mean mojitalk? " in config_files.unknown_message("configs/mojitalks.py:demo")
 
 
 def test_the_installed_package_holds_the_configs_and_no_top_level_configs(tmp_path):

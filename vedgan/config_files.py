@@ -14,6 +14,7 @@ True
 """
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 
@@ -64,9 +65,13 @@ def resolve(spec: str) -> str:
 
 def unknown_message(path: str) -> str:
   """One line for a ``--config`` that is neither a file nor a shipped config's name."""
-  names = ", ".join(shipped_configs()) or "(none found: reinstall vedgan)"
-  return (f"--config {path}: no such config file, and no shipped config has that name; give a "
-          f"config file or a shipped config ({names}), e.g. --config seq2seq:demo")
+  shipped = shipped_configs()
+  names = ", ".join(shipped) or "(none found: reinstall vedgan)"
+  base = os.path.basename(path.partition(":")[0])
+  close = difflib.get_close_matches(base[:-3] if base.endswith(".py") else base, shipped, n=1)
+  guess = f"did you mean {close[0]}? " if close else ""
+  return (f"--config {path}: no such config file, and no shipped config has that name; {guess}"
+          f"give a config file or a shipped config ({names}), e.g. --config seq2seq:demo")
 
 
 def resolve_argv(argv: list[str]) -> list[str]:
