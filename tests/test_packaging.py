@@ -67,17 +67,23 @@ def test_existing_files_and_unknown_names_are_left_alone(tmp_path, monkeypatch):
 
 def test_the_installed_package_holds_the_configs_and_no_top_level_configs(tmp_path):
   """Whatever the install (a wheel in CI, editable here): ``vedgan.configs`` imports
-  outside a checkout and holds every config; nothing named ``configs`` is installed."""
-  code = ("import importlib.util, json, os, vedgan.configs, vedgan.config_files as c\n"
+  outside a checkout and holds every config; nothing named ``configs`` is installed; the
+  builders' ``checksums.tsv`` files are installed with them."""
+  code = ("import importlib.util, json, os, vedgan.configs, vedgan.data, vedgan.config_files as c\n"
           "print(json.dumps({'dir': os.path.realpath(c.config_dir()), 'names': c.shipped_configs(),"
           " 'pkg': [os.path.realpath(p) for p in vedgan.configs.__path__],"
-          " 'top': importlib.util.find_spec('configs') is not None}))")
+          " 'top': importlib.util.find_spec('configs') is not None,"
+          " 'sums': sorted(d for d in os.listdir(os.path.dirname(vedgan.data.__file__))"
+          "   if os.path.isfile(os.path.join(os.path.dirname(vedgan.data.__file__), d,"
+          "                                  'checksums.tsv')))}))")
   proc = _outside(tmp_path, code)
   assert proc.returncode == 0, proc.stderr
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert tuple(out["names"]) == SHIPPED
   assert out["dir"] in out["pkg"]
   assert not out["top"], "a top-level 'configs' package is installed"
+  # the builders' registered download checksums are package data
+  assert {"daily_dialog", "sst2", "persona_chat", "empathetic_dialogues"} <= set(out["sums"])
 
 
 def test_metadata_declares_what_vedgan_imports():
