@@ -171,6 +171,17 @@ def _cheap_codegen():
   compiler.get_compile_options = get_compile_options
 
 
+@pytest.fixture(autouse=True)
+def _absl_verbosity_restored():
+  """The CLIs set absl's process-wide verbosity (``vedgan.sample`` to ERROR: no data-count
+  warnings before a reply); tests call them in-process, so each test gets back the
+  verbosity it started with, and a later test in the same worker still sees warnings."""
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  verbosity = absl_logging.get_verbosity()
+  yield
+  absl_logging.set_verbosity(verbosity)
+
+
 @pytest.fixture
 def tiny_config():
   return make_config
