@@ -324,7 +324,7 @@ def server():
       self.wfile.write(PAYLOAD)
 
     def log_message(self, *args):
-      pass
+      """Requests are counted in HITS, not printed to stderr."""
 
   httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
   thread = threading.Thread(target=httpd.serve_forever, daemon=True)
