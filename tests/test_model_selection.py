@@ -296,6 +296,7 @@ class _Killed(Exception):
   pass
 
 
+@pytest.mark.slow  # a whole training run / subprocess: the slow tier
 def test_best_is_kept_exactly_across_kills_between_evaluation_and_checkpoint(tmp_path,
                                                                              monkeypatch):
   """Killed at step 7 (after the non-improving evaluation of step 6; resumes from 4) and at

@@ -147,6 +147,7 @@ def test_skip_stops_after_max_consecutive_skips(tmp_path, monkeypatch):
     train.run(config, str(tmp_path))
 
 
+@pytest.mark.slow  # a whole training run / subprocess: the slow tier
 def test_an_absurd_learning_rate_stops_the_cli_with_one_line(tmp_path):
   workdir = tmp_path / "run"
   values = dict(tiny_overrides(), **{"stages.mle.num_steps": 6, "stages.mle.learning_rate": 1e38,

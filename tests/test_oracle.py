@@ -127,6 +127,7 @@ def test_data_source_is_deterministic_and_cached(tmp_path):
   assert not np.array_equal(oracle_data.load_tokens(d4, "train"), train_a.tokens)
 
 
+@pytest.mark.slow  # a whole training run / subprocess: the slow tier
 def test_demo_mle_run_writes_oracle_metrics_and_nll_test_falls(tmp_path):
   config = make_config("configs/oracle.py", "demo", data__data_dir=str(tmp_path / "data"))
   workdir = str(tmp_path / "run")
@@ -173,6 +174,7 @@ def test_demo_mle_run_writes_oracle_metrics_and_nll_test_falls(tmp_path):
     eval_suites.run_suites(workdir, "oracle_temperature", echo=None, temperatures=(0.0, 1.0))
 
 
+@pytest.mark.slow  # a whole training run / subprocess: the slow tier
 def test_latent_gan_demo_on_the_oracle_scores_samples_and_sweeps_self_bleu(tmp_path):
   """configs/oracle.py:latent_gan takes every model field of configs/latent_gan.py:paper (a
   field added there reaches the oracle run), and its runs are scored without a likelihood."""

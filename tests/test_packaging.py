@@ -97,18 +97,19 @@ def test_metadata_declares_what_vedgan_imports():
           "sentencepiece", "ml_collections"} <= names
   assert "torch" not in names
   assert project["scripts"]["vedgan"] == "vedgan.cli:run"
-  assert {"test", "bench", "tensorboard", "docs"} <= set(project["optional-dependencies"])
+  assert {"test", "bench", "tensorboard", "docs", "hf", "stream", "export"} <= set(
+      project["optional-dependencies"])
 
 
 def test_cli_lists_commands_and_rejects_unknown_ones(capsys):
   assert cli.main(["--help"]) == 0
   out = capsys.readouterr().out
-  assert all(name in out for name in ("train", "evaluate", "sample", "chat", "prepare"))
+  assert all(name in out for name in ("train", "evaluate", "sample", "chat", "export", "prepare"))
   assert cli.main([]) == 2
   assert cli.main(["trian"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert err == ["vedgan: error: unknown command 'trian'; use one of train, evaluate, sample, "
-                 "chat, prepare (vedgan --help)"]
+                 "chat, export, prepare (vedgan --help)"]
   # each entry exists (found statically: the absl modules cannot share one process's flags)
   for name, (module, entry, _) in cli.COMMANDS.items():
     spec = importlib.util.find_spec(module)

@@ -48,6 +48,7 @@ def _expected_message(workdir, pid):
           f"{since} UTC; wait for it to finish or stop it, or use another --workdir")
 
 
+@pytest.mark.slow  # a whole training run / subprocess: the slow tier
 def test_second_writer_refused_readers_allowed_and_sigkill_releases(tmp_path):
   workdir = str(tmp_path / "run")
   config = _config()

@@ -4,6 +4,7 @@
   vedgan evaluate --workdir /tmp/run --suite likelihood     (= python -m vedgan.evaluate)
   vedgan sample --workdir /tmp/run --input "hi"             (= python -m vedgan.sample)
   vedgan chat --workdir /tmp/run                            (= python -m vedgan.chat)
+  vedgan export --workdir /tmp/run --out /tmp/model         (= python -m vedgan.export)
   vedgan prepare chatterbot_corpus                          (= python -m vedgan.data.prepare)
 
 Each subcommand takes exactly the flags of its module (``vedgan train --help``).
@@ -20,6 +21,8 @@ COMMANDS = {
     "evaluate": ("vedgan.evaluate", "run_cli", "evaluate a run's checkpoint with metric suites"),
     "sample": ("vedgan.sample", "main", "decode responses from a run's checkpoint"),
     "chat": ("vedgan.chat", "main", "talk to a trained dialogue model"),
+    "export": ("vedgan.export", "main",
+               "write a run as a folder: safetensors weights, tokenizer, config, model card"),
     "prepare": ("vedgan.data.prepare", "main", "download/prepare corpora (TFDS builders)"),
 }
 #: the absl-flag modules take ``argv`` with the program name first

@@ -26,7 +26,8 @@ from vedgan.errors import ConfigError  # noqa: F401  (re-exported for configs)
 # Sections whose change makes an existing workdir unusable (the networks, the
 # vocabulary or the data the tokenizer was trained on would differ).
 STRUCTURAL_SECTIONS = ("objective", "model", "tokenizer", "data")
-MACHINE_LOCAL_DATA_FIELDS = ("data_dir", "manual_dir", "path")
+MACHINE_LOCAL_DATA_FIELDS = ("data_dir", "manual_dir", "path",
+                             "tokenizer_file")  # a resumed run reads WORKDIR/tokenizer
 # Model fields that change how the same parameters are computed, not what they are:
 # a run may be resumed with other values (e.g. bf16 compute on a TPU after a CPU start).
 COMPUTE_ONLY_MODEL_FIELDS = ("dtype", "unroll", "remat", "loss_chunk")
@@ -43,28 +44,44 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.format = "tfds"              # tfds (builder data.name) | text_lines | tsv_pairs | jsonl_dialogues
+  c.data.format = "tfds"              # tfds (builder data.name) | text_lines | tsv_pairs | jsonl_dialogues | hf
   c.data.name = "chatterbot_corpus"   # TFDS builder, "name" or "name/config" (see vedgan.data.sources)
   c.data.data_dir = ""                # "" = $VEDGAN_DATA_DIR, $TFDS_DATA_DIR or ~/.cache/vedgan/tfds
   c.data.manual_dir = ""              # manually downloaded files ("" = DATA_DIR/downloads/manual); docs/data.md
   c.data.path = ""                    # custom formats: the file, or a pattern with {split} ("data/{split}.tsv")
   c.data.validation_percent = 10      # custom single-file formats: % of items hashed into validation
-  c.data.turns_field = "turns"        # jsonl_dialogues: the field holding the list of turns
-  c.data.label_field = ""             # jsonl_dialogues: optional label field (scalar or one per turn)
+  c.data.turns_field = "turns"        # jsonl_dialogues, hf: the field holding the list of turns
+  c.data.label_field = ""             # jsonl_dialogues, hf: optional label field (scalar or one per turn)
+  c.data.context_field = ""           # hf: context column ("" = "context" if present); with response_field
+  c.data.response_field = ""          # hf: response column ("" = "response" if present)
+  c.data.text_field = ""              # hf: sentence column ("" = "text" if present)
+  c.data.hf_config = ""               # hf: the dataset's configuration name (load_dataset's 2nd argument)
+  c.data.hf_splits = ml_collections.ConfigDict(  # hf: vedgan's split -> the dataset's split name
+      {"train": "train", "validation": "validation", "test": "test"})
   c.data.validation_split = "validation"  # split used for evaluation (e.g. "test" where none exists)
   c.data.context_turns = 1            # previous turns joined into the context
   c.data.eou = "<eou>"                # joins context turns
+  c.data.tokenizer_file = ""          # tokenizer.kind="file": a tokenizer.json (HF) or SentencePiece .model
   c.data.max_context_len = 32         # tokens; longer contexts keep their end
   c.data.max_response_len = 24        # tokens incl. EOS; longer responses are cut
   c.data.too_long = "truncate"        # over-long items: "truncate" or "skip" (both counted)
+  c.data.input = "memory"             # "memory": encode the training split before step 0; "stream":
+                                      # read and tokenise it lazily (grain; docs/data.md#streaming)
   c.data.buckets = (8, 16, 32)        # padded lengths (static shapes for jit)
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.kind = "sentencepiece"  # "sentencepiece" | "word" (most-frequent-N words + <unk>)
+                                      # | "file" (data.tokenizer_file, made elsewhere)
   c.tokenizer.model_type = "unigram"  # sentencepiece: "unigram" or "bpe"
   c.tokenizer.vocab_size = 2000       # total ids incl. the 6 specials (word: at most this many)
   c.tokenizer.lowercase = True        # word: lower-case before counting / encoding
   c.tokenizer.min_count = 1           # word: rarer words map to <unk>
+  # kind "file" (data.tokenizer_file; vedgan.data.outside_tokenizer): each role's token by
+  # name ("" = the file's own / the default: <pad> <unk> <s> </s>, data.eou, <blank>)
+  c.tokenizer.special_tokens = ml_collections.ConfigDict(
+      {"pad": "", "unk": "", "bos": "", "eos": "", "eou": "", "blank": ""})
+  c.tokenizer.add_roles = ("pad", "eou", "blank")  # file: roles given a new id when their
+                                                    # default token is not in the vocabulary
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.b1 = 0.9
@@ -217,6 +234,9 @@ def validate(config, step_names) -> None:
   if int(config.train.patience) > 0 and not str(config.train.select_by).strip():
     raise ConfigError(f"config.train.patience={config.train.patience} needs the validation "
                       "metric it watches; set --config.train.select_by=nll for example")
+  if config.data.get("input", "memory") not in ("memory", "stream"):
+    raise ConfigError(f"config.data.input={config.data.input!r} is out of range (must be "
+                      "'memory' or 'stream'); set --config.data.input to a valid value")
   buckets = tuple(config.data.buckets)
   if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 1:
     raise ConfigError(f"config.data.buckets={buckets} must be increasing positive lengths")

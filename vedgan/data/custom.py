@@ -60,7 +60,7 @@ from vedgan.data.textio import clean_user_text as clean
 from vedgan.data.textio import has_surrogates, read_lines
 from vedgan.errors import ConfigError, DataError
 
-FORMATS = ("tfds", "text_lines", "tsv_pairs", "jsonl_dialogues")
+FORMATS = ("tfds", "text_lines", "tsv_pairs", "jsonl_dialogues", "hf")  # hf: hf_format.py
 SPLITS = ("train", "validation", "test")
 
 
@@ -315,6 +315,9 @@ def load_split(data_config: Any, split: str) -> Records:
   if fmt not in FORMATS or fmt == "tfds":
     raise ConfigError(f"config.data.format={fmt!r}; custom formats are "
                       f"{FORMATS[1:]}")
+  if fmt == "hf":   # Hugging Face datasets (the optional `datasets` package)
+    from vedgan.data import hf_format  # pylint: disable=g-import-not-at-top
+    return hf_format.load_split(data_config, split)
   path, want = resolve_path(data_config, split)
   percent = float(_get(data_config, "validation_percent", 10))
   if not 0 <= percent <= 100:

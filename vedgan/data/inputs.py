@@ -4,7 +4,8 @@ The dataset is ``config.data.format``: a TFDS builder (``"tfds"``,
 ``config.data.name``) or your own file (``"text_lines"``, ``"tsv_pairs"``,
 ``"jsonl_dialogues"`` at ``config.data.path``; see :mod:`vedgan.data.custom`).
 The tokenizer (``config.tokenizer.kind``: ``"sentencepiece"`` or ``"word"``) is
-trained on the training split the first time a workdir is used and stored in
+trained on the training split (kind ``"file"``: read from ``config.data.tokenizer_file``,
+:mod:`vedgan.data.outside_tokenizer`) the first time a workdir is used and stored in
 ``WORKDIR/tokenizer``; later starts (resume) load it from there, whatever its
 kind.
 """
@@ -18,13 +19,13 @@ import jax
 import numpy as np
 from absl import logging
 
-from vedgan.data import pipeline, sources
+from vedgan.data import pipeline, sources, streaming
 from vedgan.data.encoding import batch_encoder
 from vedgan.data.identity_tokenizer import IdentityTokenizer
 from vedgan.data.sample_choice import spread_indices
 from vedgan.data.tokenizer import (Tokenizer, load_tokenizer, tokenizer_exists,
                                    train_sentencepiece, train_word_vocab)
-from vedgan.errors import CheckpointError, ConfigError, DataError
+from vedgan.errors import CheckpointError, ConfigError, DataError, VedganError
 
 
 @dataclasses.dataclass
@@ -96,6 +97,10 @@ def batch_iterator(config, encoded, batch_size: int | None = None, seed: int | N
   """The run's repeating, shuffled training iterator over ``encoded``
   (``config.train.batch_size`` rows, ``config.data.buckets``, this process's rows),
   shuffled with ``seed`` (default ``config.seed``)."""
+  if streaming.check_input(config.data) == "stream":  # an objective with its own inputs
+    raise ConfigError(f"objective {_get(config, 'objective', '?')!r} reads its training data in "
+                      "memory; config.data.input='stream' serves the objectives that train on "
+                      "(context, response) pairs through the default inputs (seq2seq, topk_gan)")
   seed = int(config.seed) if seed is None else int(seed)
   buckets = tuple(config.data.buckets) if buckets is None else tuple(buckets)
   return pipeline.BatchIterator(encoded, int(batch_size or config.train.batch_size),
@@ -192,6 +197,13 @@ def train_tokenizer(config, texts):
   """A new tokenizer of ``config.tokenizer.kind`` trained on ``texts``."""
   tc = config.tokenizer
   kind = tc.kind
+  if kind == "file":  # made elsewhere: a tokenizer.json or SentencePiece .model, nothing to train
+    from vedgan.data import outside_tokenizer  # pylint: disable=import-outside-toplevel
+    return outside_tokenizer.from_config(config)
+  if _get(config.data, "tokenizer_file", ""):
+    raise ConfigError(f"config.data.tokenizer_file={config.data.tokenizer_file!r} is only read "
+                      f"with tokenizer.kind='file' (not {kind!r}); set --config.tokenizer.kind=file "
+                      "or --config.data.tokenizer_file=''")
   if kind == "sentencepiece":
     try:   # a bad model_type, or a vocabulary too large for a small corpus: one line
       return train_sentencepiece(texts, int(tc.vocab_size), model_type=tc.model_type)
@@ -202,8 +214,8 @@ def train_tokenizer(config, texts):
                             min_count=int(_get(tc, "min_count", 1)))
   if kind == "identity":  # texts of token ids (the synthetic oracle, issue 18): nothing to train
     return IdentityTokenizer(int(tc.vocab_size))
-  raise ConfigError(f"tokenizer.kind={kind!r} is not supported; use 'sentencepiece', 'word' or "
-                    "'identity'")
+  raise ConfigError(f"tokenizer.kind={kind!r} is not supported; use 'sentencepiece', 'word', "
+                    "'file' or 'identity'")
 
 
 def get_tokenizer(config, workdir: str, train_pairs) -> tuple[Tokenizer, bool]:
@@ -225,6 +237,8 @@ def get_tokenizer(config, workdir: str, train_pairs) -> tuple[Tokenizer, bool]:
 
 def make_inputs(config, workdir: str) -> tuple[Inputs, bool]:
   """Builds the inputs of a run; returns ``(inputs, tokenizer_is_new)``."""
+  if streaming.check_input(config.data) == "stream":
+    return make_stream_inputs(config, workdir)
   train_pairs = load_pairs(config.data, "train")
   val_pairs = load_pairs(config.data, _get(config.data, "validation_split", "validation"))
   tok, is_new = get_tokenizer(config, workdir, train_pairs)
@@ -238,3 +252,31 @@ def make_inputs(config, workdir: str) -> tuple[Inputs, bool]:
   chosen = spread_indices([c for c, _ in val_pairs], int(config.train.num_samples))
   return Inputs(tok, {"train": batch_iterator(config, train_enc)}, {"train": val_enc},
                 [val_pairs[i] for i in chosen], counts), is_new
+
+
+def make_stream_inputs(config, workdir: str) -> tuple[Inputs, bool]:
+  """:func:`make_inputs` for ``config.data.input = "stream"``: the training pairs are read and
+  tokenised as batches need them (:class:`vedgan.data.streaming.StreamIterator`); the
+  validation split is encoded in memory as usual; a new tokenizer is trained on at most
+  :data:`vedgan.data.streaming.TOKENIZER_SAMPLE` training pairs spread over the split."""
+  source = streaming.open_pairs(config.data, "train")
+  val_pairs = load_pairs(config.data, _get(config.data, "validation_split", "validation"))
+  tok, is_new = get_tokenizer(config, workdir, streaming.sample_pairs(source))
+  max_c, max_r = int(config.data.max_context_len), int(config.data.max_response_len)
+  too_long = _get(config.data, "too_long", "truncate")
+  val_enc = pipeline.encode_pairs(val_pairs, tok, max_c, max_r, too_long=too_long)
+  try:
+    stream = streaming.StreamIterator(
+        source, tok, max_c, max_r, int(config.train.batch_size), tuple(config.data.buckets),
+        seed=int(config.seed), process_index=jax.process_index(),
+        process_count=jax.process_count(), too_long=too_long)
+  except VedganError:
+    raise
+  except ValueError as e:  # batch size, buckets, seed: one line
+    raise ConfigError(f"{e} (config.data.input='stream')") from None
+  counts = {"train": {"records": len(source)}, "validation": getattr(val_enc, "counts", {})}
+  log_counts(f"{dataset_label(config.data)} validation (tokenised)", counts["validation"])
+  logging.info("data %s train: %d records, streamed", dataset_label(config.data), len(source))
+  chosen = spread_indices([c for c, _ in val_pairs], int(config.train.num_samples))
+  return Inputs(tok, {"train": stream}, {"train": val_enc}, [val_pairs[i] for i in chosen],
+                counts), is_new

@@ -433,6 +433,8 @@ class BatchIterator:
         ``data_hash``), batch size or seed.
       ValueError: if its position is out of range.
     """
+    if state.get("input", "memory") != "memory":  # e.g. a streamed run's position
+      raise StateMismatch("input", state["input"], "memory")
     for key, mine in (("num_examples", self._num_examples),
                       ("data_hash", None),
                       ("global_batch_size", self._global_batch_size),

@@ -11,7 +11,6 @@ imported on first use, so importing this module does not import TFDS.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import logging
 import os
@@ -372,8 +371,20 @@ def dialogue_examples(records: Sequence[Mapping[str, Any]], max_turns: int
   """
   if max_turns < 1:
     raise ValueError(f"max_turns must be >= 1, got {max_turns}")
+  records = _bulk(records)
+  _require_dialogues(records)
   return [([_to_str(t) for t in record["history"]][-max_turns:],
-           _to_str(record["response"])) for record in _bulk(records)]
+           _to_str(record["response"])) for record in records]
+
+
+def _require_dialogues(records) -> None:
+  """A one-line error when ``records`` are single sentences (``{"text"}``: a sentence
+  dataset of any format) instead of dialogue records (``history``/``response``)."""
+  if len(records) and "history" not in records[0] and "text" in records[0]:
+    raise ConfigError("the dataset has single sentences ({'text'}), no (context, response) "
+                      "pairs: use an unconditional objective (latent_gan), or dialogue "
+                      "columns (data.turns_field, or data.context_field and "
+                      "data.response_field)")
 
 
 def dialogue_pairs(records: Sequence[Mapping[str, Any]], context_turns: int,
@@ -394,6 +405,7 @@ def dialogue_pairs(records: Sequence[Mapping[str, Any]], context_turns: int,
   if context_turns < 1:
     raise ValueError(f"context_turns must be >= 1, got {context_turns}")
   records = _bulk(records)
+  _require_dialogues(records)
   separator = f" {eou} "
   pairs = []
   for record in records:

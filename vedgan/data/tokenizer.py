@@ -263,9 +263,10 @@ def _atomic_write(path: str, data: bytes) -> None:
 def tokenizer_exists(directory) -> bool:
   """Whether ``directory`` holds a saved tokenizer of either kind."""
   directory = os.fspath(directory)
+  from vedgan.data import outside_tokenizer  # pylint: disable=import-outside-toplevel
   return (os.path.isfile(os.path.join(directory, MODEL_FILENAME)) or
           os.path.isfile(os.path.join(directory, VOCAB_FILENAME)) or
-          identity_tokenizer.is_identity(directory))
+          identity_tokenizer.is_identity(directory) or outside_tokenizer.is_outside(directory))
 
 
 def load_tokenizer(directory) -> Union["Tokenizer", "WordTokenizer",
@@ -273,7 +274,9 @@ def load_tokenizer(directory) -> Union["Tokenizer", "WordTokenizer",
   """Loads the tokenizer saved by ``save`` in ``directory`` (either kind).
 
   ``tokenizer.model`` means SentencePiece, ``tokenizer.vocab`` (+
-  ``tokenizer.json``) a word vocabulary.
+  ``tokenizer.json``) a word vocabulary; ``tokenizer.json`` alone the identity kind
+  or (kind ``"outside"``) a copied Hugging Face / SentencePiece file
+  (:mod:`vedgan.data.outside_tokenizer`).
 
   Raises:
     FileNotFoundError: one line, if ``directory`` holds neither.
@@ -288,6 +291,9 @@ def load_tokenizer(directory) -> Union["Tokenizer", "WordTokenizer",
     return WordTokenizer.load(directory)
   if identity_tokenizer.is_identity(directory):
     return identity_tokenizer.IdentityTokenizer.load(directory)
+  from vedgan.data import outside_tokenizer  # pylint: disable=import-outside-toplevel
+  if outside_tokenizer.is_outside(directory):  # a tokenizer.json / .model from elsewhere
+    return outside_tokenizer.OutsideTokenizer.load(directory)
   raise FileNotFoundError(f"no tokenizer at {path} (train one with "
                           "train_sentencepiece(...) or train_word_vocab(...) "
                           "and .save(directory))")
