@@ -214,3 +214,42 @@ def test_the_runs_repetition_rules_apply_to_evaluation_decoding(run_copy):
   finally:
     run.trainer.close()
   assert all(len(set(r)) == len(r) for r in once), once
+
+
+def test_likelihood_options_set_k_and_the_batches_of_the_opened_run(run_dir, tmp_path,
+                                                                    monkeypatch):
+  """--iw_samples K and --likelihood_batches N reach the config the run is opened with (the
+  chunk of K draws becomes a divisor of K); 0 keeps the run's K and reads the whole split;
+  a negative value, or K for a run without the bound, is one line before anything opens."""
+  from vedgan import train as train_lib  # pylint: disable=import-outside-toplevel
+  latent = tmp_path / "latent"  # the run's config with a likelihood section (K 100, chunk 5)
+  shutil.copytree(run_dir, latent, ignore=shutil.ignore_patterns("eval"))
+  cfg = json.loads((latent / "config.json").read_text())
+  cfg["likelihood"] = {"iw_samples": 100, "iw_chunk": 5}
+  (latent / "config.json").write_text(json.dumps(cfg))
+  seen = []
+
+  class _Opened(Exception):
+    pass
+
+  def trainer(config, workdir):
+    lik = config.get("likelihood")
+    seen.append((int(config.train.eval_batches),) + (
+        (int(lik.iw_samples), int(lik.iw_chunk)) if lik else ()))
+    raise _Opened
+
+  monkeypatch.setattr(train_lib, "Trainer", trainer)
+  for workdir, options, want in ((run_dir, {}, (0,)), (run_dir, {"likelihood_batches": 2}, (2,)),
+                                 (latent, {}, (0, 100, 5)),
+                                 (latent, {"iw_samples": 12, "likelihood_batches": 3}, (3, 12, 1)),
+                                 (latent, {"iw_samples": 40}, (0, 40, 5))):
+    with pytest.raises(_Opened):
+      eval_suites.run_suites(workdir, "likelihood", echo=None, **options)
+    assert seen.pop() == want, options
+  for name in ("iw_samples", "likelihood_batches"):
+    with pytest.raises(ConfigError, match=f"--{name}=-1 must be >= 0"):
+      eval_suites.run_suites(latent, "likelihood", echo=None, **{name: -1})
+  with pytest.raises(ConfigError, match="--iw_samples applies to the latent models; objective "
+                     "'seq2seq' has no importance-weighted bound"):
+    eval_suites.run_suites(run_dir, "likelihood", echo=None, iw_samples=10)
+  assert not seen

@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import importlib
 import json
+import math
 import os
 import time
 from typing import Any, Callable, Iterable, Sequence
@@ -88,6 +89,8 @@ class EvalOptions:
       latent_gan_fig4, latent_gan_table2) compare with ``workdir``.
     checkpoint: the weights evaluated, in every run opened: ``"latest"``, ``"best"``
       (``checkpoints/best``, kept by ``train.select_by``) or a step number.
+    iw_samples: K of the importance-weighted bounds; 0 = ``config.likelihood.iw_samples``.
+    likelihood_batches: validation batches the likelihoods read; 0 = the whole split.
   """
   split: str = "validation"
   num_samples: int = 0
@@ -105,6 +108,8 @@ class EvalOptions:
   plot_context: int = -1
   compare_workdirs: tuple[str, ...] = ()
   checkpoint: str = "latest"
+  iw_samples: int = 0
+  likelihood_batches: int = 0
 
 
 @dataclasses.dataclass
@@ -205,9 +210,10 @@ def _check_options(opts: EvalOptions, suites: Sequence[str]) -> None:
   if opts.tokenization not in TOKENIZATIONS:
     raise ConfigError(f"--tokenization={opts.tokenization!r} must be one of "
                       f"{', '.join(TOKENIZATIONS)}")
-  if int(opts.batch_size) < 0:
-    raise ConfigError(f"--batch_size={opts.batch_size} must be >= 0 "
-                      "(0 = config.train.eval_batch_size)")
+  for name in ("batch_size", "iw_samples", "likelihood_batches"):
+    if int(getattr(opts, name)) < 0:
+      raise ConfigError(f"--{name}={getattr(opts, name)} must be >= 0 (0 = the run's "
+                        "config / the whole split)")
   if int(opts.num_samples) == 1 and ("diversity" in suites or "sweep" in suites):
     raise ConfigError("--num_samples=1: Self-BLEU (diversity, sweep) needs at least 2 responses")
   if "sweep" in suites:
@@ -431,7 +437,13 @@ def open_run(workdir: str, options: EvalOptions, decoding: bool = True) -> EvalR
   from vedgan.data import inputs as inputs_lib  # pylint: disable=import-outside-toplevel
   from vedgan.data import pipeline  # pylint: disable=import-outside-toplevel
 
-  config.train.eval_batches = 0  # likelihood over the whole split
+  config.train.eval_batches = int(options.likelihood_batches)  # 0: the whole split
+  if options.iw_samples and "likelihood" not in config:
+    raise ConfigError(f"--iw_samples applies to the latent models; objective "
+                      f"{config.objective!r} has no importance-weighted bound")
+  if options.iw_samples:  # K; the chunk must divide it
+    config.likelihood.iw_chunk = math.gcd(int(options.iw_samples), int(config.likelihood.iw_chunk))
+    config.likelihood.iw_samples = int(options.iw_samples)
   trainer = train.Trainer(config, workdir)
   trainer.setup(write=False, restore=chosen)
   try:

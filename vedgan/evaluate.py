@@ -4,7 +4,7 @@ r"""Evaluates a checkpoint of a trained run (the latest unless ``--checkpoint`` 
       [--checkpoint latest|best|STEP] \
       [--split validation] [--num_samples 0] [--decode_mode greedy|sample|beam] \
       [--temperature T] [--beam_width K] [--temperatures 0,0.1,...,1] \
-      [--word_vectors glove.txt] [--max_n 4]
+      [--word_vectors glove.txt] [--max_n 4] [--iw_samples K] [--likelihood_batches N]
 
 Writes ``WORKDIR/eval/<suite>.json`` (values, each metric's comparability
 settings, checkpoint step, split, decoding settings), ``eval/responses.jsonl``
@@ -51,6 +51,10 @@ flags.DEFINE_list("compare_workdirs", [], "Further run directories compared with
                   "by multi-run suites (latent_gan_fig3, latent_gan_fig4, latent_gan_table2).")
 flags.DEFINE_string("checkpoint", "latest", "The weights evaluated: latest, best (the "
                     "checkpoint kept by --config.train.select_by) or a step number.")
+flags.DEFINE_integer("iw_samples", 0, "K of the importance-weighted likelihood bounds; "
+                     "0 = the run's config.likelihood.iw_samples.")
+flags.DEFINE_integer("likelihood_batches", 0, "Validation batches the likelihoods read "
+                     "(config.train.eval_batch_size rows each); 0 = the whole split.")
 flags.DEFINE_bool("debug_errors", False, "Show full tracebacks for user errors.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -74,7 +78,8 @@ def main(argv):
         length_penalty=FLAGS.length_penalty, temperatures=_temperatures(FLAGS.temperatures),
         word_vectors=FLAGS.word_vectors, max_n=FLAGS.max_n, tokenization=FLAGS.tokenization,
         seed=FLAGS.seed, batch_size=FLAGS.batch_size, plot_context=FLAGS.plot_context,
-        compare_workdirs=tuple(FLAGS.compare_workdirs), checkpoint=FLAGS.checkpoint)
+        compare_workdirs=tuple(FLAGS.compare_workdirs), checkpoint=FLAGS.checkpoint,
+        iw_samples=FLAGS.iw_samples, likelihood_batches=FLAGS.likelihood_batches)
   except (VedganError, FileNotFoundError, PermissionError) as e:
     if FLAGS.debug_errors:
       raise
