@@ -336,5 +336,9 @@ def check_rows(layer: str = "gru", hidden: int = 8) -> None:
 
 
 if __name__ == "__main__":
-  for name in ("gru", "lstm", "bigru"):
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(
+      description="Checks that every formulation row equals the layer (values, gradients).")
+  parser.add_argument("--layers", default="gru,lstm,bigru", help="comma list of gru, lstm, bigru")
+  for name in parser.parse_args().layers.split(","):
     check_rows(name)
