@@ -25,6 +25,7 @@ both see the same machine load. :func:`matmul_peak` measures the machine's f32
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -88,14 +89,17 @@ def machine_info(torch_threads: int | None = None) -> dict:
     info["flax"] = flax.__version__
   except ImportError:
     pass
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-    info["torch"] = torch.__version__
-    info["torch_threads"] = torch.get_num_threads() if torch_threads is None else torch_threads
-    if torch.cuda.is_available():
-      info["gpu"] = torch.cuda.get_device_name(0)
-  except ImportError:
+  try:  # the version without importing torch (seconds); the workers import it
+    info["torch"] = importlib.metadata.version("torch")
+  except importlib.metadata.PackageNotFoundError:
     info["torch"] = None
+  if torch_threads is not None:
+    info["torch_threads"] = torch_threads
+  if info["torch"] and jax.default_backend() == "gpu":
+    import torch  # pylint: disable=import-outside-toplevel
+    info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+  info["env"] = {k: v for k, v in os.environ.items()
+                 if k.startswith(("JAX_", "XLA_", "VEDGAN_", "OMP_", "MKL_"))}
   return info
 
 
@@ -228,7 +232,8 @@ def synthetic_batch(config, vocab_size: int, batch_size: int, seed: int = 0) -> 
   ``response_out[B, T]`` = ``[y.., eos]`` (no padding, so every token counts);
   HappyBot's ``last_turn``/``next_turn[B, L]``, ``has_next[B]``, ``response_label[B]``;
   MojiTalk's ``label[B]``; the hierarchical ``turns[B, N, L]``, ``num_turns[B]``;
-  sentence objectives' ``tokens_in/out[B, T_s]`` (sentences end at the last position).
+  sentence fields ``tokens_in/out[B, T_s]``, ``real`` (sentences end at the last position;
+  ``T_s`` is ``data.max_len``, else ``max_turn_len`` (HappyBot's classifier), else ``T``).
   """
   r = np.random.RandomState(seed)
   b, ln = batch_size, lengths(config)
@@ -252,8 +257,8 @@ def synthetic_batch(config, vocab_size: int, batch_size: int, seed: int = 0) -> 
   if ln["turns"]:
     batch["turns"] = words(b, ln["turns"], ln["turn_len"])
     batch["num_turns"] = np.full((b,), ln["turns"], np.int32)
-  if ln["sentence"]:
-    n = ln["sentence"]
+  n = ln["sentence"] or ln["turn_len"] or t  # sentences: GAN data, HappyBot's classifier
+  if n:
     rows = words(b, n)
     rows[:, -1] = StubTokenizer.eos_id
     batch["tokens_out"] = rows

@@ -1,27 +1,37 @@
-"""vedgan train-step benchmarks, side by side with PyTorch (issue #11, item 6).
+"""vedgan train-step benchmarks, side by side with PyTorch (issues #11 and 24).
 
 Usage (from the repository root)::
 
   python benchmarks/run.py --suite cpu --out benchmarks/results/cpu.json
   python benchmarks/run.py --suite gpu --out benchmarks/results/gpu.json    # bf16, cuDNN
   python benchmarks/run.py --suite micro --out /tmp/micro.json              # seconds; the test
+  python benchmarks/run.py --sections objectives --sizes demo,paper --compile-only
+  python benchmarks/run.py --sections resume                                # resumed demo run
 
 Sections of the JSON (``--markdown`` also prints the tables of docs/benchmarks.md):
 
-* ``machine``: CPU model, cores, load average before/after, jax/flax/torch versions,
-  thread counts, the command line;
+* ``machine``: CPU model, cores, load average, jax/flax/torch versions, the
+  JAX/XLA environment, the command line; ``twins``: the cores of the one-core and
+  two-core runs;
 * ``peak``: the measured matmul rate (``[n, n] x [n, n]`` jitted, f32 on CPU, bf16
-  on GPU), measured at the start and at the end of the run;
+  on GPU), measured at the start and at the end of the run (unpinned), and in each
+  side-by-side worker on its cores;
 * ``side_by_side``: the seq2seq-attention teacher-forced MLE step and the latent
   GAN's free-running Gumbel-softmax ``gen`` and ``disc`` steps, vedgan and PyTorch
-  timed round-robin in this process (same threads), with the tokens/s ratio and
-  the issue's target;
-* ``objectives``: each objective's main train step(s) built through
-  :func:`vedgan.train.step_function` (the driver's update): compile time, step
-  time, tokens/s, XLA FLOPs, memory analysis, analytic model FLOPs and
-  utilisation of the measured peak;
+  timed round-robin in one process, per row twice (:mod:`twins`): ``twins["1"]`` a
+  worker process pinned to one core, ``twins["2"]`` to two, each with as many XLA
+  and PyTorch threads as cores and the load average before and after it; the
+  tokens/s ratio and the issue's target per twin, only when the one-core twin has a
+  ratio (else ``ratio_withheld``);
+* ``objectives``: every step function of every objective (each ``(stage, step)`` of
+  the config's plan) built through :func:`vedgan.train.step_function` (the driver's
+  update) in its own pinned process at demo (and, with ``--sizes demo,paper``,
+  paper) size: compile wall and CPU time, the worker process's wall and CPU time,
+  XLA FLOPs, memory analysis, and (without ``--compile-only``) step time;
+* ``resume``: the seq2seq demo run started, stopped, and resumed with and without
+  its compilation cache: process start to first step;
 * ``growth``: step time against batch, length, hidden size and vocabulary with a
-  power-law fit ``time ~ x^k`` per axis (k = 1: linear);
+  power-law fit ``time ~ x^k`` per axis (k = 1: linear); in this process, unpinned;
 * ``data_parallel``: 1/2/4/8 simulated CPU devices (one subprocess each, XLA's
   ``--xla_force_host_platform_device_count``): step time at a fixed per-device
   batch and, at a fixed global batch, the loss and parameters after one step
@@ -35,6 +45,7 @@ import argparse
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -42,6 +53,10 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+  sys.path.insert(0, HERE)
+
+import twins  # pylint: disable=wrong-import-position  # benchmarks/twins.py: stdlib only
 
 # -- what runs --------------------------------------------------------------------------
 
@@ -58,10 +73,19 @@ OBJECTIVES = {
     "topk_gan/dstep": ("configs/topk_gan.py", "paper", "dstep", "adversarial", "dialogue"),
 }
 
-#: demo variants (the "smaller" size of every objective)
-DEMO_VARIANT = {"seq2seq": "demo", "happybot": "demo", "mojitalk": "demo",
-                "collaborative_ved": "co_ss,demo", "latent_gan": "demo", "topk_gan": "demo"}
+#: objective -> (config file, paper variant, demo variant): the ``objectives`` (compile) section
+CONFIGS = {"seq2seq": ("configs/seq2seq.py", "default", "demo"),
+           "happybot": ("configs/happybot.py", "paper", "demo"),
+           "mojitalk": ("configs/mojitalk.py", "paper", "demo"),
+           "collaborative_ved": ("configs/collaborative_ved.py", "co_ss", "co_ss,demo"),
+           "latent_gan": ("configs/latent_gan.py", "paper", "demo"),
+           "topk_gan": ("configs/topk_gan.py", "paper", "demo")}
 
+#: the sizes issue 24 measured (seq2seq: untied, general attention, no dropout; GAN: V 6577)
+S2S_ISSUE24 = {"train.batch_size": 64, "data.max_context_len": 30, "data.max_response_len": 30,
+               "model.embed_dim": 128, "model.hidden": 256, "tokenizer.vocab_size": 8000,
+               "model.tie_embeddings": False, "model.attention": "general", "model.dropout": 0.0}
+GAN_ISSUE24 = {"train.batch_size": 256, "data.max_len": 20, "tokenizer.vocab_size": 6577}
 S2S_SMALL = {"train.batch_size": 32, "model.embed_dim": 256, "model.hidden": 256}
 GAN_SMALL = {"train.batch_size": 64}
 S2S_MICRO = {"train.batch_size": 4, "model.embed_dim": 16, "model.hidden": 16,
@@ -78,11 +102,14 @@ SUITES = {
         growth={"seq2seq/mle": dict(base=S2S_MICRO, axes={"batch": [2, 4]})},
         dp_devices=[1, 2], dp=dict(base=S2S_MICRO, per_device_batch=2)),
     "cpu": dict(
-        side_by_side=[("seq2seq/mle", "small", S2S_SMALL), ("seq2seq/mle", "paper", {}, 2),
+        side_by_side=[("seq2seq/mle", "issue24", S2S_ISSUE24),
+                      ("latent_gan/disc", "issue24", GAN_ISSUE24),
+                      ("latent_gan/gen", "issue24", GAN_ISSUE24),
+                      ("seq2seq/mle", "small", S2S_SMALL), ("seq2seq/mle", "paper", {}, 2),
                       ("latent_gan/gen", "small", GAN_SMALL),
                       ("latent_gan/disc", "small", GAN_SMALL, 3),
                       ("latent_gan/gen", "paper", {}, 2)],
-        objectives=list(OBJECTIVES), repeats=5, inner=1, peak_n=2048,
+        objectives=list(CONFIGS), repeats=5, inner=1, peak_n=2048,
         growth={
             "seq2seq/mle": dict(
                 base={"train.batch_size": 16, "model.embed_dim": 128, "model.hidden": 128,
@@ -223,65 +250,225 @@ def torch_step(name: str, config, device: str, gpu: bool):
 # -- sections ---------------------------------------------------------------------------
 
 
-def side_by_side(h, suite: dict, args, peak: float) -> list[dict]:
+def _worker_env() -> dict:
+  """The environment of a measuring subprocess: no persistent compilation cache (a cache
+  hit would time a disk read, not a compile), ``benchmarks/`` and the repo importable."""
+  env = dict(os.environ)
+  for key in ("JAX_COMPILATION_CACHE_DIR", "VEDGAN_COMPILATION_CACHE"):
+    env.pop(key, None)
+  env["PYTHONPATH"] = os.pathsep.join([HERE, REPO] + [p for p in [env.get("PYTHONPATH")] if p])
+  return env
+
+
+def _worker_cmd(kind: str, spec: dict) -> list[str]:
+  return [sys.executable, os.path.abspath(__file__), "--worker", kind, "--spec", json.dumps(spec)]
+
+
+def _twin_keys(args) -> list[str]:
+  return [k.strip() for k in str(args.cores).split(",") if k.strip()]
+
+
+def _pinned_twins(args) -> dict:
+  """``{"1": cores, "2": cores}`` restricted to ``--cores``; ``--core`` picks the core."""
+  sets = twins.core_sets(os.sched_getaffinity(0), args.core)
+  return {k: sets[k] for k in _twin_keys(args) if k in sets}
+
+
+def run_twin(kind: str, spec: dict, cores, timeout: float | None = None) -> dict:
+  """Runs worker ``kind`` pinned to ``cores``; its result with the process's wall and CPU
+  time and the load before and after, or ``{"error": ...}`` with them."""
+  proc = twins.run_pinned(_worker_cmd(kind, spec), cores, env=_worker_env(), timeout=timeout)
+  out = twins.last_json(proc["stdout"])
+  meta = {k: proc[k] for k in ("cores", "wall_s", "cpu_s", "load_before", "load_after")}
+  if proc["returncode"] != 0 or out is None:
+    lines = [l.strip() for l in proc["stderr"].splitlines() if l.strip()]
+    errors = [l for l in lines if re.match(r"^[\w.]*(Error|Exception|Exit)\b", l)]
+    why = (errors or lines or ["no output"])[-1]
+    return dict(meta, error=f"worker exited {proc['returncode']}: {why}"[:400])
+  return dict(out, **meta)
+
+
+def side_by_side(suite: dict, args) -> list[dict]:
+  """Every side-by-side row, once per core set of ``--cores`` (one pinned process each);
+  ratios only for rows with a one-core twin (:func:`twins.finish_row`)."""
   rows = []
   gpu = args.suite == "gpu"
-  device = "cuda" if gpu else "cpu"
+  sets = _pinned_twins(args)
   for name, label, overrides, *rest in suite["side_by_side"]:
     repeats = min(rest[0], suite["repeats"]) if rest else suite["repeats"]
     if (args.only and name not in args.only) or (args.sizes and label not in args.sizes):
       continue
-    config = _config(h, name, overrides, gpu=gpu)
-    log(f"side by side {name} [{label}] {_sizes(config, name)}")
-    row = {"name": name, "size": label, "sizes": _sizes(config, name),
-           "load_before": h.load_average()}
-    extra, sync = {}, None
-    if not args.skip_torch:
-      try:
-        fn, sync = torch_step(name, config, device, gpu)
-        extra = {"torch": fn}
-      except ImportError as e:
-        row["torch_error"] = f"PyTorch not installed ({e}); pip install '.[bench]'"
-    vedgan, others = _measure(h, name, config, repeats, suite["inner"], extra, sync, peak)
-    row["vedgan"] = vedgan
-    if "torch" in others:
-      t = others["torch"]
-      row["torch"] = dict(t, step_s=t["median_s"],
-                          tokens_per_s=vedgan["tokens_per_step"] / t["median_s"])
-      row["ratio_tokens_per_s"] = row["torch"]["step_s"] / vedgan["step_s"]
-      per_rep = [a / b for a, b in zip(t["times_s"], vedgan["times_s"])]
-      row["ratio_per_repetition"] = [round(x, 3) for x in per_rep]
-      target = (GPU_TARGETS if gpu else TARGETS).get(name)
-      row["target"] = target
-      row["met"] = bool(target is not None and row["ratio_tokens_per_s"] >= target)
-    row["load_after"] = h.load_average()
-    rows.append(row)
-    log(f"  vedgan {vedgan['step_s']:.4f}s  torch {row.get('torch', {}).get('step_s')}  "
-        f"ratio {row.get('ratio_tokens_per_s')}")
+    spec = {"name": name, "label": label, "overrides": overrides, "repeats": repeats,
+            "inner": suite["inner"], "peak_n": suite["peak_n"], "gpu": gpu,
+            "skip_torch": args.skip_torch, "single_thread": args.single_thread,
+            "extra_overrides": EXTRA_OVERRIDES}
+    row = {"name": name, "size": label, "twins": {}}
+    for key, cores in sets.items():
+      log(f"side by side {name} [{label}] on cores {list(cores)}")
+      twin = run_twin("row", spec, cores)
+      sizes = twin.pop("sizes", None)
+      row["sizes"] = row.get("sizes") or sizes
+      row["twins"][key] = twin
+      log(f"  {twin.get('error') or ''}vedgan {twin.get('vedgan', {}).get('step_s')}  "
+          f"torch {twin.get('torch', {}).get('step_s')}  load {twin['load_after']}")
+    rows.append(twins.finish_row(row, (GPU_TARGETS if gpu else TARGETS).get(name)))
   return rows
 
 
-def objectives(h, suite: dict, args, peak: float, done: dict) -> list[dict]:
+def row_worker(spec: dict) -> dict:
+  """One side-by-side row in this (pinned) process: vedgan and PyTorch round-robin on as
+  many threads as cores of the affinity (1 with ``single_thread``)."""
+  cores = sorted(os.sched_getaffinity(0))
+  threads = 1 if spec["single_thread"] else len(cores)
+  EXTRA_OVERRIDES.update(spec["extra_overrides"])
+  import harness as h  # pylint: disable=import-outside-toplevel
+  name, gpu = spec["name"], spec["gpu"]
+  config = _config(h, name, spec["overrides"], gpu=gpu)
+  out = {"sizes": _sizes(config, name), "affinity": cores, "threads": threads}
+  peak = h.matmul_peak(spec["peak_n"], "bfloat16" if gpu else "float32")
+  out["peak"] = peak
+  extra, sync = {}, None
+  if not spec["skip_torch"]:
+    try:
+      import torch  # pylint: disable=import-outside-toplevel
+      torch.set_num_threads(threads)
+      out["torch_version"], out["torch_threads"] = torch.__version__, torch.get_num_threads()
+      fn, sync = torch_step(name, config, "cuda" if gpu else "cpu", gpu)
+      extra = {"torch": fn}
+    except ImportError as e:
+      out["torch_error"] = f"PyTorch not installed ({e}); pip install '.[bench]'"
+  vedgan, others = _measure(h, name, config, spec["repeats"], spec["inner"], extra, sync,
+                            peak["best_flops_per_s"])
+  out["vedgan"] = vedgan
+  if "torch" in others:
+    t = others["torch"]
+    out["torch"] = dict(t, step_s=t["median_s"],
+                        tokens_per_s=vedgan["tokens_per_step"] / t["median_s"])
+  out["xla_threads"] = xla_pool_threads()
+  return out
+
+
+def xla_pool_threads() -> int:
+  """Threads of this process named like XLA's CPU Eigen pool (``tf_XLAEigen``)."""
+  n = 0
+  for task in os.listdir("/proc/self/task"):
+    try:
+      with open(f"/proc/self/task/{task}/comm", encoding="utf-8") as f:
+        n += f.read().startswith("tf_XLAEigen")
+    except OSError:
+      pass
+  return n
+
+
+def step_functions(config) -> list[tuple[str, str]]:
+  """``[(stage, step)]``: every step function a run of ``config`` compiles (one per stage
+  whose cycle uses it, as the driver keys them), in plan order."""
+  from vedgan.plan import Plan  # pylint: disable=import-outside-toplevel
+  return [(span.name, step) for span in Plan.from_config(config).spans
+          if span.end > span.start for step in span.step_names]
+
+
+def objectives(suite: dict, args) -> list[dict]:
+  """Compile time (wall and CPU) of every step function of every objective, at the sizes of
+  ``--sizes`` (``demo`` by default; ``paper``), one fresh process each, pinned to the
+  one-core set; step time too unless ``--compile-only``."""
+  import harness as h  # pylint: disable=import-outside-toplevel
   rows = []
   gpu = args.suite == "gpu"
-  for name in suite["objectives"]:
-    if args.only and name not in args.only:
+  sizes = [s for s in (args.sizes or ["demo"]) if s in ("demo", "paper")]
+  cores = twins.core_sets(os.sched_getaffinity(0), args.core)["1"]
+  for objective in suite["objectives"]:
+    path, paper, demo = CONFIGS[objective]
+    if args.only and not any(o == objective or o.startswith(objective + "/") for o in args.only):
       continue
-    sizes = [("demo", DEMO_VARIANT[name.split("/")[0]])]
-    if name in done:
-      sizes = [("paper", None)] + sizes
-    for label, variant in sizes:
-      if label == "paper":
-        rows.append(dict(done[name], name=name, size="paper (side by side)"))
-        continue
-      try:
-        config = _config(h, name, {}, variant=variant, gpu=gpu)
-        log(f"objective {name} [{label}]")
-        res, _ = _measure(h, name, config, max(2, suite["repeats"] // 2), 1, peak=peak)
-        rows.append(dict(res, name=name, size=label, sizes=_sizes(config, name)))
-      except Exception as e:  # pylint: disable=broad-except
-        rows.append({"name": name, "size": label, "error": repr(e)[:300]})
-        log(f"  failed: {e!r}"[:300])
+    for size in sizes:
+      variant = demo if size == "demo" else paper
+      config = h.load_config(path, variant, dict(EXTRA_OVERRIDES))
+      for stage, step in step_functions(config):
+        name = f"{objective}/{step}"
+        if args.only and objective not in args.only and name not in args.only:
+          continue
+        spec = {"path": path, "variant": variant, "stage": stage, "step": step, "gpu": gpu,
+                "kind": "sentence" if objective == "latent_gan" else "dialogue",
+                "repeats": 0 if args.compile_only else max(2, suite["repeats"] // 2),
+                "extra_overrides": EXTRA_OVERRIDES}
+        log(f"objective {name} [{size}, stage {stage}] on cores {list(cores)}")
+        res = run_twin("objective", spec, cores)
+        proc = {k: res.pop(k) for k in ("cores", "wall_s", "cpu_s", "load_before",
+                                        "load_after")}
+        rows.append(dict(res, objective=objective, name=name, stage=stage, step=step,
+                         size=size, variant=variant, process=proc))
+        log(f"  compile {res.get('compile_s')} s wall, {res.get('compile_cpu_s')} s CPU "
+            f"{res.get('error', '')}"[:300])
+  return rows
+
+
+def objective_worker(spec: dict) -> dict:
+  """Builds, compiles and (``repeats`` > 0) times one step function in this process."""
+  EXTRA_OVERRIDES.update(spec["extra_overrides"])
+  import harness as h  # pylint: disable=import-outside-toplevel
+  config = h.load_config(spec["path"], spec["variant"], dict(EXTRA_OVERRIDES))
+  if spec["gpu"] and "dtype" in config.model:
+    config.model.dtype = "bfloat16"
+  built = h.build(config, spec["step"], spec["stage"], spec["kind"])
+  compiled, stats = h.compile_step(built)
+  out = dict(stats, tokens_per_step=built.tokens, batch_size=int(config.train.batch_size),
+             affinity=sorted(os.sched_getaffinity(0)), xla_threads=xla_pool_threads())
+  if spec["repeats"]:
+    timed = h.interleave({"v": h.Runner(compiled, built)}, spec["repeats"])["v"]
+    out.update(step_s=timed["median_s"], times_s=timed["times_s"],
+               tokens_per_s=built.tokens / timed["median_s"])
+  return out
+
+
+def resume(args) -> list[dict]:
+  """A seq2seq demo run (``python -m vedgan.main``) started, stopped by SIGTERM after a few
+  steps, and resumed twice: with its compilation cache (filled by the first start) and
+  with the cache off. Each start's time from spawn to its first step is the wall time of
+  its first new ``metrics.jsonl`` train row (``train.log_every=1``) minus the spawn time.
+  All starts pinned to the one-core set, in a temporary workdir and cache."""
+  import signal  # pylint: disable=import-outside-toplevel
+  cores = twins.core_sets(os.sched_getaffinity(0), args.core)["1"]
+  rows = []
+  with tempfile.TemporaryDirectory(prefix="vedgan-resume-") as tmp:
+    workdir, cache = os.path.join(tmp, "run"), os.path.join(tmp, "cache")
+    cmd = [sys.executable, "-m", "vedgan.main", "--config", "seq2seq:demo", "--workdir",
+           workdir, "--config.train.log_every=1", "--config.train.progress=False"]
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    starts = [("first", cache, args.resume_steps), ("resumed", cache, 1),
+              ("resumed", "off", 1)]
+    for start, cache_setting, steps in starts:
+      env = _worker_env()
+      env["VEDGAN_COMPILATION_CACHE"] = cache_setting
+      before = twins.last_step(metrics)
+      row = {"start": start, "cache": "off" if cache_setting == "off" else "on (filled by the "
+             "first start)" if start == "resumed" else "on (empty)", "resumed_from": before,
+             "load_before": twins.load_average()}
+      err_path = os.path.join(tmp, f"stderr-{len(rows)}.txt")
+      t0 = time.time()
+      with open(err_path, "w", encoding="utf-8") as err_file:
+        proc = subprocess.Popen(twins.pinned_command(cmd, cores), env=env, cwd=REPO,  # pylint: disable=consider-using-with
+                                stdout=subprocess.DEVNULL, stderr=err_file)
+      first = None
+      while proc.poll() is None:
+        first = first or twins.first_train_row(metrics, before)
+        if first and twins.last_step(metrics) >= before + steps:
+          proc.send_signal(signal.SIGTERM)
+          break
+        time.sleep(0.05)
+      proc.wait(timeout=600)
+      with open(err_path, encoding="utf-8", errors="replace") as f:
+        err = f.read()
+      first = first or twins.first_train_row(metrics, before)
+      row.update(first_step=None if first is None else first["step"],
+                 first_step_s=None if first is None else first["wall_time"] - t0,
+                 returncode=proc.returncode, load_after=twins.load_average())
+      if first is None:
+        row["error"] = (err or "").strip().splitlines()[-1:] or ["no train row"]
+      log(f"resume: {row}")
+      rows.append(row)
+      if first is None:
+        break
   return rows
 
 
@@ -354,7 +541,6 @@ def dp_worker(args) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import harness as h  # pylint: disable=import-outside-toplevel
-  from vedgan import parallel  # pylint: disable=import-outside-toplevel
   spec = json.loads(args.dp_spec)
   n = jax.device_count()
   if n != args.devices:
@@ -387,11 +573,7 @@ def dp_worker(args) -> None:
 
 
 def targets(result: dict, gpu: bool) -> list[dict]:
-  rows = []
-  for r in result.get("side_by_side", []):
-    if "ratio_tokens_per_s" in r and r.get("target") is not None:
-      rows.append({"target": f"{r['name']} [{r['size']}] >= {r['target']}x PyTorch tokens/s",
-                   "value": round(r["ratio_tokens_per_s"], 3), "met": r["met"]})
+  rows = twins.side_by_side_targets(result.get("side_by_side", []))
   peak_name = "bf16" if gpu else "f32"
   dominated = []
   for name, g in result.get("growth", {}).items():
@@ -400,9 +582,10 @@ def targets(result: dict, gpu: bool) -> list[dict]:
         if (p.get("output_share") or 0) >= 0.5 and p.get("utilisation") is not None:
           dominated.append((name, p))
   for r in result.get("side_by_side", []):
-    v = r.get("vedgan", {})
-    if (v.get("output_share") or 0) >= 0.5 and v.get("utilisation") is not None:
-      dominated.append((f"{r['name']} [{r['size']}]", v))
+    for key, twin in sorted(r.get("twins", {}).items()):
+      v = twin.get("vedgan", {})
+      if (v.get("output_share") or 0) >= 0.5 and v.get("utilisation") is not None:
+        dominated.append((f"{r['name']} [{r['size']}, {key} core(s)]", v))
   for name, p in dominated:
     rows.append({"target": f"output-projection-dominated step ({name}, output share "
                            f"{p['output_share']:.2f}) >= 50% of measured {peak_name} matmul peak",
@@ -410,9 +593,17 @@ def targets(result: dict, gpu: bool) -> list[dict]:
   for r in result.get("objectives", []):
     if "compile_s" in r:
       cpu = r.get("compile_cpu_s")
-      rows.append({"target": f"compile time {r['name']} [{r['size']}] < 20 s (wall; CPU time)",
+      rows.append({"target": f"compile time {r['name']} [{r['size']}, stage {r.get('stage')}] "
+                             f"<= {twins.COMPILE_TARGET_S:.0f} s (wall; CPU time)",
                    "value": [round(r["compile_s"], 2), None if cpu is None else round(cpu, 2)],
-                   "met": r["compile_s"] < 20})
+                   "met": twins.compile_met(r)})
+  for r in result.get("resume", []):
+    if r.get("start") == "resumed" and r.get("cache", "").startswith("on"):
+      t = r.get("first_step_s")
+      rows.append({"target": f"resumed seq2seq demo reaches its first step in < "
+                             f"{twins.RESUME_TARGET_S:.0f} s (compilation cache on)",
+                   "value": None if t is None else round(t, 2),
+                   "met": t is not None and t < twins.RESUME_TARGET_S})
   for r in result.get("data_parallel", []):
     if r.get("loss_diff_vs_1") is not None:
       ok = r["loss_diff_vs_1"] <= 1e-4 and (r["params_max_abs_diff_vs_1"] or 0) <= 1e-4
@@ -428,54 +619,54 @@ def markdown(result: dict) -> str:
   m = result["machine"]
   lines.append(f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, load average "
                f"{m.get('load_average_1_5_15')} -> {result.get('load_after')}; "
-               f"jax {m['jax']}, flax {m.get('flax')}, torch {m.get('torch')} "
-               f"({m.get('torch_threads')} threads); backend {m['jax_backend']}.")
+               f"jax {m['jax']}, flax {m.get('flax')}, torch {m.get('torch')}; backend "
+               f"{m['jax_backend']}; side-by-side twins on cores {result.get('twins')} "
+               "(threads = cores).")
   peak = result["peak"]
   lines.append(f"Measured matmul peak ({peak['start']['dtype']}, n={peak['start']['n']}): "
                f"{peak['start']['best_flops_per_s'] / 1e9:.1f} GFLOP/s at the start, "
                f"{peak['end']['best_flops_per_s'] / 1e9:.1f} GFLOP/s at the end.")
-  lines.append("")
-  lines.append("| step | size | vedgan step | PyTorch step | vedgan tokens/s | ratio (per rep.) "
-               "| target | met |")
-  lines.append("|---|---|---|---|---|---|---|---|")
-  for r in result.get("side_by_side", []):
-    v, t = r["vedgan"], r.get("torch", {})
-    lines.append(f"| {r['name']} | {r['size']} {_short(r['sizes'])} | {v['step_s'] * 1e3:.1f} ms "
-                 f"| {t.get('step_s', float('nan')) * 1e3:.1f} ms | {v['tokens_per_s']:.0f} | "
-                 f"**{r.get('ratio_tokens_per_s', float('nan')):.2f}x** "
-                 f"({', '.join(f'{x:.2f}' for x in r.get('ratio_per_repetition', []))}) | "
-                 f"{r.get('target')}x | {'yes' if r.get('met') else 'no'} |")
-  lines.append("")
-  lines.append("| objective step | size | compile | step | tokens/s | XLA GFLOP | model GFLOP "
-               "| utilisation | peak memory (XLA) |")
-  lines.append("|---|---|---|---|---|---|---|---|---|")
-  for r in result.get("objectives", []):
-    if "error" in r:
-      lines.append(f"| {r['name']} | {r['size']} | failed: {r['error'][:80]} | | | | | | |")
-      continue
+  if result.get("side_by_side"):
+    lines.append("")
+    lines.extend(twins.side_by_side_table(result["side_by_side"], _short))
+  if result.get("objectives"):
+    lines.append("")
+    lines.extend(twins.compile_table(result["objectives"]))
+  timed = [r for r in result.get("objectives", []) if "step_s" in r]
+  if timed:
+    lines.append("")
+    lines.append("| objective step | size | compile | step | tokens/s | XLA GFLOP | model GFLOP "
+                 "| utilisation | peak memory (XLA) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+  for r in timed:
     mf = r.get("model_flops")
     util = r.get("utilisation")
     mem = r.get("memory", {}).get("peak_estimate_bytes")
     cpu = r.get("compile_cpu_s")
-    lines.append(f"| {r['name']} | {r['size']} | {r['compile_s']:.1f} s "
+    lines.append(f"| {r['name']} ({r.get('stage')}) | {r['size']} | {r['compile_s']:.1f} s "
                  f"({'n/a' if cpu is None else f'{cpu:.1f} s'} CPU) | "
                  f"{r['step_s'] * 1e3:.1f} ms | {r['tokens_per_s']:.0f} | "
                  f"{(r.get('xla_flops') or 0) / 1e9:.2f} | "
                  f"{'' if mf is None else f'{mf / 1e9:.2f}'} | "
                  f"{'' if util is None else f'{util:.1%}'} | "
                  f"{'' if mem is None else f'{mem / 2**20:.0f} MiB'} |")
-  lines.append("")
-  lines.append("| step | axis | values | step times | fitted exponent k (time ~ x^k) | R^2 |")
-  lines.append("|---|---|---|---|---|---|")
+  if result.get("resume"):
+    lines.append("")
+    lines.extend(twins.resume_table(result["resume"]))
+  if result.get("growth"):
+    lines.append("")
+    lines.append("| step | axis | values | step times | fitted exponent k (time ~ x^k) | R^2 |")
+    lines.append("|---|---|---|---|---|---|")
   for name, g in result.get("growth", {}).items():
     for axis, a in g["axes"].items():
       lines.append(f"| {name} | {axis} | {', '.join(str(p['x']) for p in a['points'])} | "
                    f"{', '.join('%.1f' % (p['step_s'] * 1e3) for p in a['points'])} ms | "
                    f"{a['fit']['exponent']} | {a['fit']['r2']} |")
-  lines.append("")
-  lines.append("| devices | per-device batch | step | time vs 1 device | loss diff vs 1 | "
-               "max param diff vs 1 |")
-  lines.append("|---|---|---|---|---|---|")
+  if result.get("data_parallel"):
+    lines.append("")
+    lines.append("| devices | per-device batch | step | time vs 1 device | loss diff vs 1 | "
+                 "max param diff vs 1 |")
+    lines.append("|---|---|---|---|---|---|")
   for r in result.get("data_parallel", []):
     if "error" in r:
       lines.append(f"| {r['devices']} | failed | | | | |")
@@ -504,7 +695,7 @@ def merge(args) -> dict:
     with open(path, encoding="utf-8") as f:
       part = json.load(f)
     for key, value in part.items():
-      if key in ("side_by_side", "objectives", "data_parallel") and key in result:
+      if key in ("side_by_side", "objectives", "data_parallel", "resume") and key in result:
         result[key] = result[key] + value
       elif key == "growth" and key in result:
         result[key].update(value)
@@ -512,12 +703,10 @@ def merge(args) -> dict:
         result[key] = value if key != "peak" or key not in result else {
             "start": result["peak"]["start"], "end": value["end"]}
   result["merged_from"] = [os.path.basename(p) for p in args.merge]
-  done = {r["name"]: r["vedgan"] for r in result.get("side_by_side", []) if r["size"] == "paper"}
-  for name, v in done.items():
-    if not any(r["name"] == name and r["size"].startswith("paper")
-               for r in result.get("objectives", [])):
-      result.setdefault("objectives", []).insert(0, dict(v, name=name, size="paper (side by side)"))
-  result["targets"] = targets(result, result.get("suite") == "gpu")
+  gpu = result.get("suite") == "gpu"
+  for row in result.get("side_by_side", []):  # older files: rows without twins get no ratio
+    twins.finish_row(row, (GPU_TARGETS if gpu else TARGETS).get(row["name"]))
+  result["targets"] = targets(result, gpu)
   out = args.out or os.path.join(HERE, "results", f"{result.get('suite', 'merged')}.json")
   with open(out, "w", encoding="utf-8") as f:
     json.dump(result, f, indent=1)
@@ -538,23 +727,41 @@ def parse_args(argv=None):
                  help="config overrides for every vedgan step (e.g. model.unroll=4); "
                       "values are parsed as Python literals")
   p.add_argument("--sizes", nargs="*", default=None,
-                 help="side-by-side size labels to run (e.g. small paper)")
+                 help="size labels to run, space- or comma-separated: side-by-side rows "
+                      "(micro, small, paper) and the objectives' compile section (demo, paper; "
+                      "default demo)")
   p.add_argument("--sections", default="side_by_side,objectives,growth,data_parallel",
-                 help="comma-separated sections to run")
+                 help="comma-separated sections to run (also: resume)")
   p.add_argument("--repeats", type=int, default=None, help="timed repetitions per step")
-  p.add_argument("--threads", type=int, default=None,
-                 help="PyTorch intra-op threads (default: the cores JAX's CPU backend uses)")
+  p.add_argument("--cores", default="1,2",
+                 help="side-by-side twins to run: 1 (one core), 2 (two cores) or 1,2; a row "
+                      "without its one-core twin gets no ratio")
+  p.add_argument("--core", type=int, default=None,
+                 help="the core of one-core runs (default: the highest of this process's "
+                      "affinity); the two-core twin adds the highest other one")
+  p.add_argument("--compile-only", action="store_true",
+                 help="objectives section: compile times only, no step times")
+  p.add_argument("--resume-steps", type=int, default=3,
+                 help="resume section: steps of the first start before its SIGTERM")
   p.add_argument("--single-thread", action="store_true",
-                 help="one thread for both: XLA's CPU backend without its Eigen thread pool "
-                      "and PyTorch with 1 intra-op thread (less sensitive to a loaded machine)")
+                 help="one thread for both in every twin: XLA's CPU backend without its Eigen "
+                      "thread pool and PyTorch with 1 intra-op thread")
   p.add_argument("--skip-torch", action="store_true", help="vedgan only")
   p.add_argument("--markdown", action="store_true", help="print the markdown tables")
   p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
                  help="combine the sections of earlier result files into --out")
-  p.add_argument("--worker", choices=["dp"], default=None, help=argparse.SUPPRESS)
+  p.add_argument("--worker", choices=["dp", "row", "objective"], default=None,
+                 help=argparse.SUPPRESS)
   p.add_argument("--devices", type=int, default=1, help=argparse.SUPPRESS)
   p.add_argument("--dp-spec", default="{}", help=argparse.SUPPRESS)
-  return p.parse_args(argv)
+  p.add_argument("--spec", default="{}", help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  if args.sizes:
+    args.sizes = [x for item in args.sizes for x in item.split(",") if x]
+  bad = set(_twin_keys(args)) - {"1", "2"}
+  if bad or not _twin_keys(args):
+    p.error(f"--cores {args.cores!r}: expected 1, 2 or 1,2")
+  return args
 
 
 def main(argv=None) -> dict:
@@ -562,6 +769,10 @@ def main(argv=None) -> dict:
   sys.path.insert(0, HERE)
   if args.worker == "dp":
     dp_worker(args)
+    return {}
+  if args.worker in ("row", "objective"):
+    worker = row_worker if args.worker == "row" else objective_worker
+    print(json.dumps(worker(json.loads(args.spec))), flush=True)
     return {}
   if args.merge:
     return merge(args)
@@ -576,7 +787,6 @@ def main(argv=None) -> dict:
   if args.single_thread:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
                                "false").strip()
-    args.threads = 1
   import harness as h  # pylint: disable=import-outside-toplevel
   suite = dict(SUITES[args.suite])
   if args.repeats:
@@ -585,32 +795,28 @@ def main(argv=None) -> dict:
   if gpu and h.jax.default_backend() != "gpu":
     raise SystemExit("--suite gpu needs a GPU (jax.default_backend() is "
                      f"{h.jax.default_backend()!r}); use --suite cpu")
-  threads = args.threads or len(os.sched_getaffinity(0))
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-    torch.set_num_threads(threads)
-  except ImportError:
-    pass
   sections = set(args.sections.split(","))
   result = {"suite": args.suite, "command": " ".join([os.path.basename(sys.executable)] +
-                                                     sys.argv),
+                                                     (sys.argv if argv is None else argv)),
             "git": h.git_revision(), "overrides": dict(EXTRA_OVERRIDES),
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "machine": h.machine_info(threads),
-            "threads_note": (f"PyTorch set to {threads} intra-op threads; XLA's CPU backend "
-                             + ("single-threaded (--single-thread)" if args.single_thread else
-                                "uses one thread per core of the process's affinity "
-                                f"({len(os.sched_getaffinity(0))})"))}
+            "machine": h.machine_info(),
+            "twins": {k: list(v) for k, v in _pinned_twins(args).items()},
+            "threads_note": ("each side-by-side row runs in fresh processes pinned from their "
+                             "start to one core (twin 1) and to two cores (twin 2); XLA's CPU "
+                             "pool and PyTorch's intra-op threads match the cores"
+                             + (" (--single-thread: 1 thread each)" if args.single_thread
+                                else ""))}
   peak_dtype = "bfloat16" if gpu else "float32"
   result["peak"] = {"start": h.matmul_peak(suite["peak_n"], peak_dtype)}
   peak = result["peak"]["start"]["best_flops_per_s"]
-  log(f"matmul peak {peak / 1e9:.1f} GFLOP/s")
+  log(f"matmul peak {peak / 1e9:.1f} GFLOP/s (this process, unpinned)")
   if "side_by_side" in sections:
-    result["side_by_side"] = side_by_side(h, suite, args, peak)
-  done = {r["name"]: r["vedgan"] for r in result.get("side_by_side", [])
-          if r["size"] == "paper"}
+    result["side_by_side"] = side_by_side(suite, args)
   if "objectives" in sections:
-    result["objectives"] = objectives(h, suite, args, peak, done)
+    result["objectives"] = objectives(suite, args)
+  if "resume" in sections:
+    result["resume"] = resume(args)
   if "growth" in sections:
     result["growth"] = growth(h, suite, args, peak)
   if "data_parallel" in sections and not gpu:

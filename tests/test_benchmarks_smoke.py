@@ -1,7 +1,7 @@
 """Smoke test of the benchmark harness (benchmarks/run.py) at micro sizes; not a timed test.
 
-Runs the seq2seq side-by-side section of the ``micro`` suite once and checks the
-JSON it writes; checks the analytic FLOP count and the growth fit against hand-
+Runs the seq2seq side-by-side row of the ``micro`` suite once (its one-core twin: one
+worker process pinned to one core) and checks the JSON it writes; checks the analytic FLOP count and the growth fit against hand-
 computed values, and the PyTorch latent-GAN steps at micro sizes.
 Budget: <= 15 s on an idle 2-core CPU.
 """
@@ -9,22 +9,11 @@ import importlib.util
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(REPO, "benchmarks")
-
-
-def _load(name):
-  if BENCH not in sys.path:
-    sys.path.insert(0, BENCH)
-  spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(BENCH, name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from bench_modules import load as _load
 
 
 def _has_torch():
@@ -34,8 +23,9 @@ def _has_torch():
 def test_micro_side_by_side_writes_the_json_fields(tmp_path):
   run = _load("run")
   out = tmp_path / "micro.json"
+  # the one-core twin only: one pinned worker process (the two-core twin is the same code)
   argv = ["--suite", "micro", "--sections", "side_by_side", "--only", "seq2seq/mle",
-          "--repeats", "1", "--threads", "1", "--out", str(out)]
+          "--repeats", "1", "--cores", "1", "--out", str(out)]
   if not _has_torch():
     argv.append("--skip-torch")
   run.main(argv)
@@ -45,22 +35,29 @@ def test_micro_side_by_side_writes_the_json_fields(tmp_path):
   assert result["peak"]["start"]["best_flops_per_s"] > 0
   assert result["peak"]["end"]["dtype"] == "float32"
   [row] = result["side_by_side"]
-  assert row["name"] == "seq2seq/mle" and row["size"] == "micro"
+  assert row["name"] == "seq2seq/mle" and row["size"] == "micro" and list(row["twins"]) == ["1"]
   assert row["sizes"] == {"B": 4, "S": 6, "T": 5, "E": 16, "H": 16, "V": 64, "tie": False,
                           "attention": "general", "dropout": 0.0, "dtype": "float32"}
-  v = row["vedgan"]
+  twin = row["twins"]["1"]
+  assert "error" not in twin, twin.get("error")
+  core = max(os.sched_getaffinity(0))
+  assert twin["cores"] == twin["affinity"] == [core] and twin["threads"] == 1
+  assert twin["xla_threads"] == 1       # pinned before JAX started: XLA's pool has one thread
+  assert len(twin["load_before"]) == len(twin["load_after"]) == 3 and twin["cpu_s"] > 0
+  v = twin["vedgan"]
   assert v["tokens_per_step"] == 4 * 5                 # full-length responses, no padding
   assert v["step_s"] > 0 and v["compile_s"] > 0 and v["xla_flops"] > 0
   assert math.isclose(v["tokens_per_s"], 20 / v["step_s"], rel_tol=1e-9)
   assert v["memory"]["peak_estimate_bytes"] > v["memory"]["temp_size_in_bytes"] >= 0
   assert np.isfinite(v["last_metrics"]["loss"])
   assert math.isclose(v["utilisation"],
-                      v["model_flops"] / v["step_s"] / result["peak"]["start"]["best_flops_per_s"])
+                      v["model_flops"] / v["step_s"] / twin["peak"]["best_flops_per_s"])
   if _has_torch():
-    t = row["torch"]
-    assert math.isclose(row["ratio_tokens_per_s"], t["step_s"] / v["step_s"])
-    assert row["target"] == 1.3 and row["met"] == (row["ratio_tokens_per_s"] >= 1.3)
-    assert any(x["target"].startswith("seq2seq/mle [micro]") for x in result["targets"])
+    t = twin["torch"]
+    assert twin["torch_threads"] == 1
+    assert math.isclose(twin["ratio"], t["step_s"] / v["step_s"])
+    assert twin["target"] == 1.3 and twin["met"] == (twin["ratio"] >= 1.3)
+    assert any(x["target"].startswith("seq2seq/mle [micro] on 1 core") for x in result["targets"])
   text = run.markdown(result)
   assert "| seq2seq/mle | micro (B=4 S=6 T=5 E=16 H=16 V=64)" in text
 
