@@ -356,7 +356,7 @@ def xla_pool_threads() -> int:
       with open(f"/proc/self/task/{task}/comm", encoding="utf-8") as f:
         n += f.read().startswith("tf_XLAEigen")
     except OSError:
-      pass
+      continue  # the thread ended between listing and reading: not in the pool any more
   return n
 
 

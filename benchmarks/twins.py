@@ -277,7 +277,7 @@ def last_step(metrics_path: str) -> int:
         if row.get("split") == "train":
           steps.append(int(row["step"]))
   except OSError:
-    pass
+    return 0  # no metrics.jsonl yet: the run has logged no step
   return max(steps)
 
 
