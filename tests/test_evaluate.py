@@ -230,7 +230,7 @@ def test_likelihood_options_set_k_and_the_batches_of_the_opened_run(run_dir, tmp
   seen = []
 
   class _Opened(Exception):
-    pass
+    """Raised by the fake Trainer: the config was seen, nothing else is opened."""
 
   def trainer(config, workdir):
     lik = config.get("likelihood")

@@ -399,7 +399,7 @@ class _Loaded:
     return self
 
   def close(self) -> None:
-    pass
+    """Nothing to release: no checkpoint manager or workdir lock was opened."""
 
 
 class ExportedModel(Generator):

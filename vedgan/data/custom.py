@@ -283,11 +283,18 @@ def _label_vocabulary(data_config, turns_field, label_field) -> dict:
     if _keep(_dialogue_key(turns), want, percent):
       names.update(x for x in labels[1:] if isinstance(x, str))
       numbers.update(x for x in labels[1:] if isinstance(x, int))
+  return label_ids(names, numbers, path, label_field)
+
+
+def label_ids(names, numbers, where: str, label_field: str) -> dict:
+  """``{string label: id}`` in sorted order for a training split's string labels
+  ``names``; its integer labels ``numbers`` are kept as they are, so one that would share
+  an id with a string label is refused (:class:`DataError` naming ``where``)."""
   ids = {name: i for i, name in enumerate(sorted(names))}
   clash = sorted(n for n in numbers if 0 <= n < len(ids))
   if clash:
     name = sorted(names)[clash[0]]
-    raise DataError(f"{path}: the {label_field!r} labels mix integers and strings, and the "
+    raise DataError(f"{where}: the {label_field!r} labels mix integers and strings, and the "
                     f"integer label {clash[0]} and the string label {name!r} would both be id "
                     f"{clash[0]} (string labels become ids 0, 1, ... in sorted order): write "
                     "every label one way")

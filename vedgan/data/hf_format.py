@@ -396,9 +396,10 @@ def load_split(data_config: Any, split: str) -> "custom.Records":
   label_ids = {}
   if label_column and names is None:
     train = items if split == "train" else _read(data_config, "train")[0]
-    strings = sorted({label for _, label in train if isinstance(label, str)})
-    label_ids = {name: i for i, name in enumerate(strings)}
-    names = strings or None
+    label_ids = custom.label_ids({label for _, label in train if isinstance(label, str)},
+                                 {label for _, label in train if isinstance(label, int)},
+                                 f"hf:{_get(data_config, 'path', '')}", label_column)
+    names = sorted(label_ids, key=label_ids.get) or None
   records = []
   for record, label in items:
     if label_column:

@@ -243,7 +243,32 @@ def _content_hash(arrays: dict) -> str:
   return h.hexdigest()[:16]
 
 
-class BatchIterator:
+class BatchShape:
+  """The batch geometry an iterator of training batches reports (rows of the global and of
+  this process's batch, the padded lengths); the subclass sets the private fields."""
+  _global_batch_size: int
+  _local_batch_size: int
+  _buckets: tuple[int, ...]
+  _response_buckets: tuple[int, ...]
+
+  @property
+  def global_batch_size(self) -> int:
+    return self._global_batch_size
+
+  @property
+  def local_batch_size(self) -> int:
+    return self._local_batch_size
+
+  @property
+  def buckets(self) -> tuple[int, ...]:
+    return self._buckets
+
+  @property
+  def response_buckets(self) -> tuple[int, ...]:
+    return self._response_buckets
+
+
+class BatchIterator(BatchShape):
   """Infinite (or one-pass) iterator of bucketed, per-process batches.
 
   Accepts :class:`EncodedPairs`, :class:`EncodedSentences` (from
@@ -373,22 +398,6 @@ class BatchIterator:
   @property
   def num_examples(self) -> int:
     return self._num_examples
-
-  @property
-  def global_batch_size(self) -> int:
-    return self._global_batch_size
-
-  @property
-  def local_batch_size(self) -> int:
-    return self._local_batch_size
-
-  @property
-  def buckets(self) -> tuple[int, ...]:
-    return self._buckets
-
-  @property
-  def response_buckets(self) -> tuple[int, ...]:
-    return self._response_buckets
 
   @property
   def keys(self) -> tuple[str, ...]:

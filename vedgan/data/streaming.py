@@ -284,7 +284,7 @@ def allgather_ints(values: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(np.asarray(values, np.int64)))
 
 
-class StreamIterator:
+class StreamIterator(pipeline.BatchShape):
   """Infinite iterator of this process's training batches of ``(context, response)`` pairs,
   read and tokenised lazily (see the module docstring).
 
@@ -397,22 +397,6 @@ class StreamIterator:
   def num_batches_per_epoch(self) -> int:
     """Global batches per epoch, counting every record (at least 1)."""
     return max(len(self._source) // self._global_batch_size, 1)
-
-  @property
-  def global_batch_size(self) -> int:
-    return self._global_batch_size
-
-  @property
-  def local_batch_size(self) -> int:
-    return self._local_batch_size
-
-  @property
-  def buckets(self) -> tuple[int, ...]:
-    return self._buckets
-
-  @property
-  def response_buckets(self) -> tuple[int, ...]:
-    return self._response_buckets
 
   @property
   def keys(self) -> tuple[str, ...]:
