@@ -182,6 +182,16 @@ def _absl_verbosity_restored():
   absl_logging.set_verbosity(verbosity)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _absl_verbosity_restored_per_module():
+  """The same around each module: a module-scoped fixture (``tests/test_export.py`` exports
+  through the CLI) is set up before the function-scoped restorer above takes its copy."""
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  verbosity = absl_logging.get_verbosity()
+  yield
+  absl_logging.set_verbosity(verbosity)
+
+
 @pytest.fixture
 def tiny_config():
   return make_config
