@@ -180,5 +180,6 @@ def _medium(c) -> None:
     c.train.update(select_by="perplexity", select_mode="min")
 
 
-MEDIUM_GAN_STEPS = 4000                  # 2,000 iterations of Algorithm 1
+MEDIUM_GAN_STEPS = 2000                  # 1,000 iterations of Algorithm 1 (~0.43 CPU-s per
+                                         # step: ~15 minutes on one core; 4,000 took ~30)
 MEDIUM_LM_STEPS = 2000

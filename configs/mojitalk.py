@@ -183,10 +183,10 @@ MEDIUM_STEPS_PER_EPOCH = 118_217 // 64
 def _medium(c) -> None:
   """chitchat, stand-in labels, the paper's networks (128-unit GRUs, 268-d latent), batch
   64 and a 8k subword vocabulary; each stage a fraction of an epoch (the paper: 10, 8, 5
-  and 6 epochs; here 0.45, 0.35, 0.15 and 0.2: ~2,100 steps at ~2 steps/s on one core of
-  this machine, meant to fit 20 minutes; the RL stage measured ~3x slower per step, see
-  docs/reproduction.md), with the KL ramp and the policy start scaled to the shorter
-  stages. Stage ends are kept (``max_checkpoints``) for the Base / CVAE / Reinforced CVAE
+  and 6 epochs; here 0.3, 0.25, 0.1 and 0.1: 1,383 steps, ~1,200 at ~0.5 s and the RL
+  stage's ~185 at ~1.6 s per step on one core of this machine, to fit 20 minutes; the
+  first medium recipe, 2,123 steps, took 44 minutes, docs/reproduction.md), with the KL
+  ramp and the policy start scaled to the shorter stages. Stage ends are kept (``max_checkpoints``) for the Base / CVAE / Reinforced CVAE
   comparison. ``label_names`` () takes the stand-in classes' names from
   ``data.LEXICON_LABEL_NAMES``; one bucket: one compilation per step function."""
   c.data.update(name="chitchat", labels="lexicon", num_labels=8, label_names=(),
@@ -202,4 +202,4 @@ def _medium(c) -> None:
 
 
 #: Epochs of the medium stages base, cvae, classifier, rl.
-MEDIUM_EPOCHS = (0.45, 0.35, 0.15, 0.2)
+MEDIUM_EPOCHS = (0.3, 0.25, 0.1, 0.1)
