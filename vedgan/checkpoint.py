@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import signal
+import sys
 from typing import Any
 
 import jax
@@ -95,7 +96,9 @@ class Checkpointer:
   def read_meta(self, step: int) -> dict:
     """The JSON ``meta`` item of a checkpoint (cheap; no arrays are read)."""
     try:
-      return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+      with _quiet_orphaned_reads():
+        return self.manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
     except Exception as e:  # pylint: disable=broad-except  (re-raised unless a read error)
       cause = _first(e, _READ_ERRORS)
       if cause is None:
@@ -108,8 +111,9 @@ class Checkpointer:
     the current config); a mismatch or a damaged checkpoint is a :class:`CheckpointError`."""
     abstract = jax.tree.map(ocp.tree.to_shape_dtype_struct, target)
     try:
-      out = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      with _quiet_orphaned_reads():
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except  (re-raised unless a read error)
       cause = _first(e, _READ_ERRORS)
       if cause is None:
@@ -184,6 +188,42 @@ def _quiet_reported_write_failures():
     yield
   finally:
     logger.removeFilter(keep)
+
+
+def _is_orphaned_read(unraisable) -> bool:
+  """Whether ``unraisable`` (``sys.unraisablehook``'s argument) is an echo of a failed read.
+
+  When one array of a restore cannot be read, orbax stops waiting and closes its event
+  loop while tensorstore's other reads are still in flight: each of them, as it finishes,
+  calls back into the closed loop (``RuntimeError: Event loop is closed``, reported with no
+  object), and orbax's unfinished read coroutines are closed when collected. Each would
+  print a traceback after the one line the caller reports."""
+  error = unraisable.exc_value
+  if (unraisable.object is None and isinstance(error, RuntimeError)
+      and str(error) == "Event loop is closed"):
+    return True
+  code = getattr(unraisable.object, "cr_code", None)
+  return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+
+
+@contextlib.contextmanager
+def _quiet_orphaned_reads():
+  """Within, and after a failure inside (the echoes arrive later), ``sys.unraisablehook``
+  drops :func:`_is_orphaned_read` reports and passes every other one on."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not _is_orphaned_read(unraisable):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+  try:
+    yield
+  except BaseException:
+    raise                          # the hook stays: the failed reads' echoes are still coming
+  else:
+    if sys.unraisablehook is hook:
+      sys.unraisablehook = previous
 
 
 def _handler_registry():
