@@ -231,3 +231,29 @@ def test_parse_args_sizes_and_cores():
   assert run.parse_args([]).cores == "1,2"
   with pytest.raises(SystemExit):
     run.parse_args(["--cores", "3"])
+
+
+def test_step_profile_exclusive_times_subtract_only_direct_children():
+  profile = _load("step_profile")
+  events = [  # while.1 [0, 100) holds fusion.2 [10, 40) which holds dot.3 [15, 35); dot.4 [50, 90)
+      {"name": "while.1", "ts": 0, "dur": 100}, {"name": "fusion.2", "ts": 10, "dur": 30},
+      {"name": "dot.3", "ts": 15, "dur": 20}, {"name": "dot.4", "ts": 50, "dur": 40},
+      {"name": "dot.3", "ts": 200, "dur": 5}]          # after the loop, at top level
+  times = profile.exclusive_times(events)
+  assert dict(times) == {"while.1": 100 - 30 - 40, "fusion.2": 30 - 20, "dot.3": 25, "dot.4": 40}
+
+
+def test_step_profile_groups_by_name_and_vocabulary_sized_shapes():
+  profile = _load("step_profile")
+  g = profile.group_of
+  assert g("dot.23", "%dot.23 = f32[256,8000]{1,0} dot(%a, %b)", 8000) == "matmul, vocabulary-sized"
+  assert g("ynn_fusion.2", "%ynn_fusion.2 = f32[64,256]{1,0} fusion(%a)", 8000) == "matmul, other"
+  assert g("wrapped_exponential", "= f32[64,30,8000]{2,1,0} fusion(%x)", 8000) == \
+      "softmax / cross-entropy (vocabulary-sized)"
+  assert g("bitcast_dynamic-update-slice_fusion.3", "= f32[30,64,256] fusion()", 8000) == \
+      "scan slicing / stacking"
+  assert g("copy.4", "= f32[256,64] copy(%x)", 8000) == "copies / transposes"
+  assert g("while.9", "= (s32[]) while(%t)", 8000) == "loop control"
+  assert g("add_select_fusion", "= f32[64,256] fusion(%a)", 8000) == "elementwise fusions"
+  # a vocabulary of 800 is not a dimension of 8000: whole dimensions are matched
+  assert g("add_fusion", "= f32[64,8000] fusion(%a)", 800) == "elementwise fusions"

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vedgan.nn.dense import Dense
+
 Array = jax.Array
 SCORES = ("dot", "general", "scaled_dot")
 
@@ -34,9 +36,9 @@ class LuongAttention(nn.Module):
   def setup(self):
     if self.score not in SCORES:
       raise ValueError(f"model.attention={self.score!r} is not one of {SCORES}")
-    self.memory_proj = nn.Dense(self.features, use_bias=False, dtype=self.dtype, name="memory")
+    self.memory_proj = Dense(self.features, use_bias=False, dtype=self.dtype, name="memory")
     if self.score == "general":
-      self.key_proj = nn.Dense(self.features, use_bias=False, dtype=self.dtype, name="general")
+      self.key_proj = Dense(self.features, use_bias=False, dtype=self.dtype, name="general")
 
   def prepare(self, encoder_outputs: Array) -> tuple[Array, Array]:
     """``encoder_outputs[B, S, E]`` -> ``(keys[B, S, H], values[B, S, H])``."""

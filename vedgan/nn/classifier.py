@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vedgan.nn.dense import Dense
 from vedgan.nn.rnn import BiGRU
 
 Array = jax.Array
@@ -73,5 +74,5 @@ class SentenceClassifier(nn.Module):
     mx = jnp.where(mask.sum(axis=1, keepdims=True) > 0, mx, 0.0)
     pooled = jnp.concatenate([mean, mx, final], axis=-1)
     pooled = nn.Dropout(self.dropout)(pooled, deterministic=not train)
-    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="hidden")(pooled))
-    return nn.Dense(self.num_outputs, dtype=self.dtype, name="out")(h).astype(jnp.float32)
+    h = nn.relu(Dense(self.hidden, dtype=self.dtype, name="hidden")(pooled))
+    return Dense(self.num_outputs, dtype=self.dtype, name="out")(h).astype(jnp.float32)

@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vedgan.nn.dense import Dense
 from vedgan.nn.rnn import BiGRU
 
 Array = jax.Array
@@ -46,7 +47,7 @@ class EmojiVector(nn.Module):
   def __call__(self, labels: Array) -> Array:
     """``labels[B]`` int -> ``e[B, features]`` float32."""
     emb = nn.Embed(self.num_labels, self.embed_dim, name="embed")(labels)
-    return jnp.tanh(nn.Dense(self.features, dtype=self.dtype, name="dense")(emb)).astype(
+    return jnp.tanh(Dense(self.features, dtype=self.dtype, name="dense")(emb)).astype(
         jnp.float32)
 
 
@@ -73,8 +74,8 @@ class GaussianMLP(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> tuple[Array, Array]:
     for i, width in enumerate(self.hidden):
-      x = jnp.tanh(nn.Dense(int(width), dtype=self.dtype, name=f"hidden_{i}")(x))
-    out = nn.Dense(2 * self.latent_dim, dtype=self.dtype, name="out")(x).astype(jnp.float32)
+      x = jnp.tanh(Dense(int(width), dtype=self.dtype, name=f"hidden_{i}")(x))
+    out = Dense(2 * self.latent_dim, dtype=self.dtype, name="out")(x).astype(jnp.float32)
     mean, logvar = jnp.split(out, 2, axis=-1)
     if self.bounded:
       mean, logvar = jnp.tanh(mean), jnp.tanh(logvar)
@@ -118,7 +119,7 @@ class CVAEHeads(nn.Module):
     self.prior = GaussianMLP(self.latent_dim, tuple(self.prior_hidden), self.bounded,
                              self.dtype, name="prior")
     # f(z, c): one bias-free linear layer on [z; h_ctx; e] (REFERENCE_NOTES).
-    self.bow = nn.Dense(self.vocab_size, use_bias=False, dtype=self.dtype, name="bow")
+    self.bow = Dense(self.vocab_size, use_bias=False, dtype=self.dtype, name="bow")
 
   def encode_response(self, response_emb: Array, mask: Array, train: bool = False) -> Array:
     """``response_emb[B, T, E]`` (the shared word embeddings), ``mask[B, T]`` -> ``[B, 2H]``."""

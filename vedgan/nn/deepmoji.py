@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vedgan.nn.dense import Dense
 from vedgan.nn.rnn import GRU
 
 Array = jax.Array
@@ -108,6 +109,6 @@ class DeepMoji(nn.Module):
     states = jnp.concatenate(features, axis=-1)
     pooled, weights = AttentionPool(self.dtype, name="attention")(states, mask)
     pooled = nn.Dropout(self.dropout)(pooled, deterministic=not train)
-    logits = nn.Dense(self.num_labels, kernel_init=nn.initializers.glorot_uniform(),
+    logits = Dense(self.num_labels, kernel_init=nn.initializers.glorot_uniform(),
                       dtype=self.dtype, name="out")(pooled).astype(jnp.float32)
     return (logits, weights) if return_attention else logits

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vedgan import relax
+from vedgan.nn.dense import Dense
 from vedgan.nn.rnn import LSTM
 
 Array = jax.Array
@@ -116,11 +117,11 @@ class Generator(nn.Module):
     self.embedding = self.param("embedding", nn.initializers.normal(stddev=0.1),
                                 (self.vocab_size, self.embed_dim))
     if self.latent_dim > 0:
-      self.init_c = nn.Dense(self.hidden, name="init_c")
-      self.init_h = nn.Dense(self.hidden, name="init_h")
+      self.init_c = Dense(self.hidden, name="init_c")
+      self.init_h = Dense(self.hidden, name="init_h")
     self.lstm = LSTM(self.hidden, forget_bias=self.forget_bias, unroll=self.unroll,
                      dtype=self.dtype, remat=self.remat, name="lstm")
-    self.out = nn.Dense(self.vocab_size, dtype=self.dtype, name="out")
+    self.out = Dense(self.vocab_size, dtype=self.dtype, name="out")
 
   def initial_state(self, z: Array) -> tuple[Array, Array]:
     """``z[B, N_z]`` -> ``(C_0, H_0)``, each ``[B, H]`` float32."""
@@ -301,7 +302,7 @@ class Discriminator(nn.Module):
     ys, _ = LSTM(self.hidden, forget_bias=self.forget_bias, unroll=self.unroll,
                  dtype=self.dtype, remat=self.remat,
                  name="lstm")(_with_positions(e, self.position_features))
-    return nn.Dense(1, name="out")(ys)[..., 0].astype(jnp.float32)
+    return Dense(1, name="out")(ys)[..., 0].astype(jnp.float32)
 
 
 class Reconstructor(nn.Module):
@@ -333,4 +334,4 @@ class Reconstructor(nn.Module):
     _, (_, h) = LSTM(self.hidden, forget_bias=self.forget_bias, unroll=self.unroll,
                      dtype=self.dtype, remat=self.remat,
                      name="lstm")(_with_positions(e, self.position_features))
-    return nn.Dense(self.latent_dim, name="out")(h).astype(jnp.float32)
+    return Dense(self.latent_dim, name="out")(h).astype(jnp.float32)

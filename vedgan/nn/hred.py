@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vedgan.nn.dense import Dense
 from vedgan.nn.rnn import GRU
 
 Array = jax.Array
@@ -58,11 +59,11 @@ class HRED(nn.Module):
     self.embed = nn.Embed(self.vocab_size, self.embed_dim, name="embed")
     self.utterance = GRU(self.utterance_hidden, self.unroll, dt, self.remat, name="utterance")
     self.context = GRU(self.context_hidden, self.unroll, dt, self.remat, name="context")
-    self.code = nn.Dense(self.latent_dim, dtype=dt, name="code")          # f_theta head
-    self.bridge = nn.Dense(self.decoder_hidden, dtype=dt, name="bridge")  # [c; z] -> h0
+    self.code = Dense(self.latent_dim, dtype=dt, name="code")          # f_theta head
+    self.bridge = Dense(self.decoder_hidden, dtype=dt, name="bridge")  # [c; z] -> h0
     self.decoder = GRU(self.decoder_hidden, self.unroll, dt, self.remat, name="decoder")
-    self.out = nn.Dense(self.vocab_size, dtype=dt, name="out")
-    self.bow = nn.Dense(self.vocab_size, dtype=dt, name="bow")
+    self.out = Dense(self.vocab_size, dtype=dt, name="out")
+    self.bow = Dense(self.vocab_size, dtype=dt, name="bow")
 
   # -- encoders -----------------------------------------------------------------
   def encode_utterances(self, tokens: Array) -> Array:
@@ -131,10 +132,10 @@ class Estimator(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> tuple[Array, Array]:
-    h = jnp.tanh(nn.Dense(self.hidden, name="hidden_0")(x))
-    h = jnp.tanh(nn.Dense(self.hidden, name="hidden_1")(h))
-    mean = nn.Dense(self.features, name="mean")(h)
-    raw = nn.Dense(self.features, name="var")(h)
+    h = jnp.tanh(Dense(self.hidden, name="hidden_0")(x))
+    h = jnp.tanh(Dense(self.hidden, name="hidden_1")(h))
+    mean = Dense(self.features, name="mean")(h)
+    raw = Dense(self.features, name="var")(h)
     if self.softplus_variance:
       logvar = jnp.log(jax.nn.softplus(raw) * self.variance_scale + 1e-8)
     else:
@@ -157,7 +158,7 @@ class LatentNets(nn.Module):
     self.prior_net = Estimator(self.hidden, self.latent_dim, self.softplus_variance, name="prior")
     self.posterior_net = Estimator(self.hidden, self.latent_dim, self.softplus_variance,
                                    name="posterior")
-    self.gen = nn.Dense(self.latent_dim, name="generator")
+    self.gen = Dense(self.latent_dim, name="generator")
 
   def prior(self, c: Array) -> tuple[Array, Array]:
     return self.prior_net(c)

@@ -25,11 +25,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vedgan.nn.dense import Dense
+
 Array = jax.Array
 
 
 def _dense(x: Array, kernel: Array, bias: Array, dtype: Any) -> Array:
-  """``x[..., D] @ kernel[D, N] + bias[N]`` in ``dtype``, as ``nn.Dense(dtype=dtype)`` does."""
+  """``x[..., D] @ kernel[D, N] + bias[N]`` in ``dtype``, as ``Dense(dtype=dtype)`` does."""
   return jnp.dot(x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
 
 
@@ -103,7 +105,7 @@ class GRU(nn.Module):
     h = self.features
     self.w_hidden = self.param("w_hidden", nn.initializers.orthogonal(), (h, 3 * h))
     self.b_hidden = self.param("b_hidden", nn.initializers.zeros, (3 * h,))
-    self.input_proj = nn.Dense(3 * h, dtype=self.dtype, name="input")
+    self.input_proj = Dense(3 * h, dtype=self.dtype, name="input")
 
   def project_inputs(self, x: Array) -> Array:
     """``x[..., D] -> [..., 3H]``: the input half of all gates in one matmul."""
@@ -211,7 +213,7 @@ class LSTM(nn.Module):
     h = self.features
     self.w_hidden = self.param("w_hidden", nn.initializers.orthogonal(), (h, 4 * h))
     self.b_hidden = self.param("b_hidden", nn.initializers.zeros, (4 * h,))
-    self.input_proj = nn.Dense(4 * h, dtype=self.dtype, name="input")
+    self.input_proj = Dense(4 * h, dtype=self.dtype, name="input")
 
   def project_inputs(self, x: Array) -> Array:
     """``x[..., D] -> [..., 4H]``: the input half of all gates in one matmul."""

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from vedgan import losses
 from vedgan.nn.attention import LuongAttention
+from vedgan.nn.dense import Dense
 from vedgan.nn.rnn import BiGRU, GRU
 
 Array = jax.Array
@@ -66,15 +67,15 @@ class Seq2Seq(nn.Module):
     self.embed = nn.Embed(self.vocab_size, self.embed_dim, name="embed")
     self.encoder = BiGRU(self.hidden, self.encoder_layers, self.dropout, self.unroll, self.dtype,
                          self.remat, name="encoder")
-    self.bridge = nn.Dense(self.hidden, dtype=self.dtype, name="bridge")
+    self.bridge = Dense(self.hidden, dtype=self.dtype, name="bridge")
     self.decoder = GRU(self.hidden, self.unroll, self.dtype, self.remat, name="decoder")
     self.attend = LuongAttention(self.hidden, self.attention, self.dtype, name="attention")
-    self.combine = nn.Dense(self.hidden, use_bias=False, dtype=self.dtype, name="combine")
+    self.combine = Dense(self.hidden, use_bias=False, dtype=self.dtype, name="combine")
     if self.tie_embeddings:
-      self.out_proj = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype, name="out_proj")
+      self.out_proj = Dense(self.embed_dim, use_bias=False, dtype=self.dtype, name="out_proj")
       self.out_bias = self.param("out_bias", nn.initializers.zeros, (self.vocab_size,))
     else:
-      self.out = nn.Dense(self.vocab_size, dtype=self.dtype, name="out")
+      self.out = Dense(self.vocab_size, dtype=self.dtype, name="out")
     self.drop = nn.Dropout(self.dropout)
 
   # -- pieces -----------------------------------------------------------------
@@ -100,9 +101,11 @@ class Seq2Seq(nn.Module):
     return self.drop(o, deterministic=not train)
 
   def logits(self, o: Array) -> Array:
-    """``o[..., H]`` -> float32 ``logits[..., V]`` (one matmul for all positions)."""
+    """``o[..., H]`` -> float32 ``logits[..., V]`` (one ``[N, H]`` matmul for all positions;
+    see :class:`vedgan.nn.dense.Dense` for why the positions are flattened)."""
     if self.tie_embeddings:
-      return (self.embed.attend(self.out_proj(o)) + self.out_bias).astype(jnp.float32)
+      flat = self.embed.attend(self.out_proj(o.reshape(-1, o.shape[-1]))) + self.out_bias
+      return flat.reshape(*o.shape[:-1], self.vocab_size).astype(jnp.float32)
     return self.out(o).astype(jnp.float32)
 
   def projection(self, o: Array) -> tuple[Array, Array, Array]:

@@ -44,6 +44,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from vedgan.nn.dense import Dense
 from vedgan.nn.rnn import LSTM
 
 Array = jax.Array
@@ -105,9 +106,9 @@ class MLPAttention(nn.Module):
   dtype: Any = jnp.float32
 
   def setup(self):
-    self.key_proj = nn.Dense(self.features, dtype=self.dtype, name="key")
-    self.query_proj = nn.Dense(self.features, use_bias=False, dtype=self.dtype, name="query")
-    self.score = nn.Dense(1, dtype=self.dtype, name="score")
+    self.key_proj = Dense(self.features, dtype=self.dtype, name="key")
+    self.query_proj = Dense(self.features, use_bias=False, dtype=self.dtype, name="query")
+    self.score = Dense(1, dtype=self.dtype, name="score")
 
   def prepare(self, values: Array) -> Array:
     """``values[B, S, E]`` -> ``keys[B, S, A]``."""
@@ -149,13 +150,13 @@ class LSTMSeq2Seq(nn.Module):
   def setup(self):
     self.encoder = DeepBiLSTM(self.encoder_hidden, self.encoder_layers, self.dropout,
                               self.unroll, self.dtype, self.remat, name="encoder")
-    self.bridges = [nn.Dense(self.decoder_hidden, dtype=self.dtype, name=f"bridge_{l}")
+    self.bridges = [Dense(self.decoder_hidden, dtype=self.dtype, name=f"bridge_{l}")
                     for l in range(self.decoder_layers)]
     self.decoder = [LSTM(self.decoder_hidden, unroll=self.unroll, dtype=self.dtype,
                          remat=self.remat, name=f"decoder_{l}") for l in range(self.decoder_layers)]
     self.attention = MLPAttention(self.attention_hidden, self.dtype, name="attention")
-    self.hidden_out = nn.Dense(self.output_hidden, dtype=self.dtype, name="hidden_out")
-    self.out = nn.Dense(self.vocab_size, dtype=self.dtype, name="out")
+    self.hidden_out = Dense(self.output_hidden, dtype=self.dtype, name="hidden_out")
+    self.out = Dense(self.vocab_size, dtype=self.dtype, name="out")
     self.drop = nn.Dropout(self.dropout)
 
   def encode(self, vectors: Array, mask: Array, train: bool = False) -> EncodedInput:
@@ -217,9 +218,9 @@ class DialogueDiscriminator(nn.Module):
                       name="input_encoder")(input_vectors, input_mask)
     _, r = DeepBiLSTM(self.hidden, self.num_layers, 0.0, self.unroll, self.dtype, self.remat,
                       name="response_encoder")(response_vectors, response_mask)
-    hidden = nn.leaky_relu(nn.Dense(self.mlp_hidden, dtype=self.dtype, name="hidden")(
+    hidden = nn.leaky_relu(Dense(self.mlp_hidden, dtype=self.dtype, name="hidden")(
         jnp.concatenate([x, r], axis=-1)), self.leaky_relu_slope)
-    return nn.Dense(1, dtype=self.dtype, name="logit")(hidden)[..., 0].astype(jnp.float32)
+    return Dense(1, dtype=self.dtype, name="logit")(hidden)[..., 0].astype(jnp.float32)
 
 
 def _mask(tokens: Array) -> Array:

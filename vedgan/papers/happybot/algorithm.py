@@ -36,7 +36,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -47,6 +46,7 @@ from vedgan import decode, losses, rewards
 from vedgan.decode import DecodeOptions
 from vedgan.errors import ConfigError
 from vedgan.nn.classifier import SentenceClassifier
+from vedgan.nn.dense import Dense
 from vedgan.nn.seq2seq import Seq2Seq
 from vedgan.objective import Objective, register
 from vedgan.papers.happybot import data
@@ -196,8 +196,8 @@ class HappyBotObjective(Objective):
         vocab_size=tokenizer.vocab_size, embed_dim=int(mc.embed_dim), hidden=int(mc.hidden),
         layers=int(mc.layers), dropout=float(mc.dropout), dtype=DTYPES[m.dtype],
         unroll=int(m.unroll), remat=bool(m.remat))
-    self.baseline = nn.Dense(1)          # Eq. 7: R^_t = W_r m_t + b_r
-    self.emotion_head = nn.Dense(1)      # MultiSeq: sentiment of the context
+    self.baseline = Dense(1)          # Eq. 7: R^_t = W_r m_t + b_r
+    self.emotion_head = Dense(1)      # MultiSeq: sentiment of the context
     self.ids = decode.special_ids(tokenizer, forbid_unk=True)   # UNK, PAD, BOS never drawn
     self._rewards: dict[str, rewards.Reward] = {}
     self.lookahead = self.reward("lookahead")

@@ -17,7 +17,6 @@ Shapes: ``B`` rows, ``S`` context length, ``T`` response length, ``L`` latent si
 """
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +27,7 @@ from vedgan.decode import DecodeOptions
 from vedgan.metrics import likelihood
 from vedgan.nn.cvae import CVAEHeads, EmojiVector
 from vedgan.nn.deepmoji import DeepMoji
+from vedgan.nn.dense import Dense
 from vedgan.nn.seq2seq import Seq2Seq
 from vedgan.papers.seq2seq.algorithm import DTYPES, build_seq2seq, token_mask
 
@@ -85,7 +85,7 @@ class MojiTalkNetworks:
     emoji = self.emoji.init({"params": keys[1]}, batch["label"])["params"]
     # The bridge reads [h_ctx; e; z]: a Dense of the seq2seq's own bridge shape and init.
     cond_width = 2 * self.hidden + self.emoji_dim
-    bridge = nn.Dense(self.hidden).init(
+    bridge = Dense(self.hidden).init(
         keys[2], jnp.zeros((1, cond_width + self.latent_dim), jnp.float32))["params"]
     model = dict(model, bridge=bridge)
     cond = jnp.zeros((context.shape[0], cond_width))
