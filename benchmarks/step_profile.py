@@ -122,6 +122,7 @@ def xla_events(trace_dir: str) -> list[dict]:
 
 def profile(step: str, sizes: str, steps: int) -> dict:
   """Builds, compiles and profiles ``step``; returns the groups and the top operations."""
+  load_before = harness.load_average()
   cfg_path, variant, step_name, stage, kind = bench_run.OBJECTIVES[step]
   config = harness.load_config(cfg_path, variant, SIZES[sizes][step])
   vocab = int(config.tokenizer.vocab_size)
@@ -152,7 +153,7 @@ def profile(step: str, sizes: str, steps: int) -> dict:
   matmul_ms = per_step_ms["matmul, vocabulary-sized"] + per_step_ms["matmul, other"]
   peak = harness.matmul_peak()
   out = {"step": step, "sizes": sizes, "overrides": SIZES[sizes][step],
-         "cores": sorted(os.sched_getaffinity(0)), "load_before": harness.load_average(),
+         "cores": sorted(os.sched_getaffinity(0)), "load_before": load_before,
          "step_median_ms": round(timing["median_s"] * 1e3, 1),
          "profiled_ms_per_step": round(total / steps / 1e3, 1),
          "groups_ms_per_step": {g: round(v, 2) for g, v in per_step_ms.items()},
