@@ -44,6 +44,31 @@ def _assert_transforms_agree(fn, *batched_args, rtol=1e-6, atol=1e-6):
 
 
 # --------------------------------------------------------------------------
+# first_argmax
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_first_argmax_equals_jnp_argmax_ties_nans_and_infinities(axis):
+  # Ties (small integers), NaNs (the first NaN wins, as in jnp.argmax), rows of -inf
+  # and +inf, on every axis of a [3, 5, 7] array; also for an integer dtype.
+  x = RNG.randint(0, 3, size=(3, 5, 7)).astype(np.float32)
+  x[0, 1, 2] = x[2, 3, 0] = x[2, 3, 4] = np.nan
+  x[1, 2, :] = -np.inf
+  x[1, :, 3] = -np.inf
+  x[1, 4, 5] = x[1, 4, 6] = np.inf
+  for values in (x, RNG.randint(-2, 2, size=(3, 5, 7)).astype(np.int32)):
+    got = relax.first_argmax(values, axis=axis)
+    np.testing.assert_array_equal(got, jnp.argmax(values, axis=axis))
+    chex.assert_type(got, jnp.int32)
+
+
+def test_first_argmax_hand_values():
+  x = jnp.array([[0.1, 0.9, 0.9], [np.nan, 2.0, np.nan], [-np.inf, -np.inf, -np.inf]])
+  np.testing.assert_array_equal(relax.first_argmax(x), [1, 0, 0])
+  np.testing.assert_array_equal(relax.first_argmax(x, axis=0), [1, 1, 1])
+
+
+# --------------------------------------------------------------------------
 # straight_through
 
 

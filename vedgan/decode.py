@@ -65,6 +65,7 @@ import numpy as np
 from jax import lax
 
 from vedgan import decode_constraints as constraints
+from vedgan import relax
 from vedgan.decode_options import DecodeOptions, special_ids  # noqa: F401  (re-exported)
 from vedgan.errors import ConfigError
 
@@ -249,7 +250,7 @@ def greedy(step_fn: StepFn, init_carry: Any, batch_size: int, max_len: int, bos_
 
   def choose(logits, t):
     del t
-    tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    tok = relax.first_argmax(logits)
     return tok, _take(jax.nn.log_softmax(logits), tok)
 
   return _scan_decode(step_fn, init_carry, batch_size, max_len, bos_id, eos_id, pad_id,
@@ -330,7 +331,7 @@ def sample(step_fn: StepFn, init_carry: Any, key: jax.Array, batch_size: int, ma
       tok = jax.random.categorical(step_key, scaled, axis=-1).astype(jnp.int32)
       logp = _take(jax.nn.log_softmax(scaled), tok)
     if traced_temperature:
-      arg_max = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+      arg_max = relax.first_argmax(logits)
       tok = jnp.where(temperature > 0, tok, arg_max)
       logp = jnp.where(temperature > 0, logp, _take(jax.nn.log_softmax(logits), arg_max))
     return tok, logp

@@ -230,7 +230,7 @@ def rollout(generator: Generator, params, z: Array, key: Array, length: int, bla
                                 word_temperature=word_temperature)
     soft = jnp.where(done[:, None], blank, soft)
     hard = relax.straight_through(soft)
-    token = jnp.argmax(soft, axis=-1).astype(jnp.int32)
+    token = relax.first_argmax(soft)
     done = done | (token == blank_id)
     return (carry, token, done), (soft, hard, token, o)
 
@@ -263,7 +263,7 @@ def sample_tokens(generator: Generator, params, z: Array, key: Array, length: in
     carry, prev, done = state
     carry, o = generator.apply(variables, carry, prev, t, method=Generator.step)
     g = jax.random.gumbel(jax.random.fold_in(key, t), o.shape, jnp.float32)
-    token = jnp.argmax(o / scale + jnp.where(greedy, 0.0, g), axis=-1).astype(jnp.int32)
+    token = relax.first_argmax(o / scale + jnp.where(greedy, 0.0, g))
     token = jnp.where(done, blank_id, token)
     done = done | (token == blank_id)
     return (carry, token, done), token

@@ -325,7 +325,7 @@ class TopKGANObjective(Objective):
       carry, prev, done = state
       carry, f = self._apply(params, memory, carry, prev, method=TopKDialogueGAN.step)
       f = self.mask_forbidden(f)
-      tok = jnp.where(done, t.pad_id, jnp.argmax(f, axis=-1)).astype(jnp.int32)
+      tok = jnp.where(done, t.pad_id, relax.first_argmax(f)).astype(jnp.int32)
       out = {"tokens": tok, "emitted": ~done}
       if vectors:
         out["vectors"] = relax.topk_softmax_embedding(f, words, k=self.k).vector

@@ -1,0 +1,82 @@
+"""Side by side in one process: the free-running GAN steps with ``jnp.argmax`` and with
+:func:`vedgan.relax.first_argmax` (two single-operand reductions), at the sizes of issue 24.
+
+Both variants are built from the same config and initial state and compiled in this process
+(the old one by routing ``relax.first_argmax`` to ``jnp.argmax`` while it is traced), then
+timed round-robin. The script also checks that one step of each gives the same state and
+metrics, bit for bit (the two formulations return the same index for every input).
+
+  taskset -c 0 python benchmarks/argmax_ab.py                 # one core
+  python benchmarks/argmax_ab.py --steps latent_gan/gen       # all of this process's cores
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # pylint: disable=wrong-import-position
+import run as bench_run  # pylint: disable=wrong-import-position
+
+import jax  # pylint: disable=wrong-import-position,g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=wrong-import-position,g-import-not-at-top
+import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
+
+from vedgan import relax  # pylint: disable=wrong-import-position,g-import-not-at-top
+
+SIZES = {"latent_gan/gen": bench_run.GAN_ISSUE24, "latent_gan/disc": bench_run.GAN_ISSUE24}
+
+
+def _variadic_argmax(x, axis=-1):
+  return jnp.argmax(x, axis=axis).astype(jnp.int32)
+
+
+def build_variant(step: str, old: bool):
+  """The compiled step and its runner, traced with the old or the new argmax."""
+  cfg_path, variant, step_name, stage, kind = bench_run.OBJECTIVES[step]
+  config = harness.load_config(cfg_path, variant, SIZES[step])
+  new = relax.first_argmax
+  jax.clear_caches()               # no trace of the other variant may be reused
+  try:
+    if old:
+      relax.first_argmax = _variadic_argmax
+    built = harness.build(config, step_name, stage, kind, donate=False)
+    compiled, stats = harness.compile_step(built)
+  finally:
+    relax.first_argmax = new
+  return compiled, built, stats
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--steps", nargs="*", default=list(SIZES))
+  parser.add_argument("--repeats", type=int, default=7)
+  args = parser.parse_args(argv)
+  result = {"machine": harness.machine_info(), "cores": sorted(os.sched_getaffinity(0)),
+            "load_before": harness.load_average(), "rows": []}
+  for step in args.steps:
+    variants = {name: build_variant(step, old=name == "jnp.argmax")
+                for name in ("jnp.argmax", "first_argmax")}
+    outs = {name: jax.device_get(c(b.state, b.batch)) for name, (c, b, _) in variants.items()}
+    same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(outs["jnp.argmax"]),
+                                                    jax.tree.leaves(outs["first_argmax"])))
+    runners = {name: harness.Runner(c, b) for name, (c, b, _) in variants.items()}
+    timing = harness.interleave(runners, repeats=args.repeats)
+    old_ms = timing["jnp.argmax"]["median_s"] * 1e3
+    new_ms = timing["first_argmax"]["median_s"] * 1e3
+    row = {"step": step, "sizes": SIZES[step], "jnp_argmax_ms": round(old_ms, 1),
+           "first_argmax_ms": round(new_ms, 1), "speedup": round(old_ms / new_ms, 3),
+           "bit_identical": bool(same),
+           "compile_s": {n: round(s["compile_s"], 1) for n, (_, _, s) in variants.items()}}
+    result["rows"].append(row)
+    print(json.dumps(row), flush=True)
+  result["load_after"] = harness.load_average()
+  print(json.dumps({"load_before": result["load_before"], "load_after": result["load_after"],
+                    "cores": result["cores"]}))
+
+
+if __name__ == "__main__":
+  main()
