@@ -7,11 +7,13 @@ timed round-robin. The script also checks that one step of each gives the same s
 metrics, bit for bit (the two formulations return the same index for every input).
 
   taskset -c 0 python benchmarks/argmax_ab.py                 # one core
+  taskset -c 0 python benchmarks/argmax_ab.py --noise         # Gumbel noise per PRNG
   python benchmarks/argmax_ab.py --steps latent_gan/gen       # all of this process's cores
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -50,13 +52,41 @@ def build_variant(step: str, old: bool):
   return compiled, built, stats
 
 
+def noise_rows(repeats: int, batch: int = 256, vocab: int = 6577, steps: int = 20) -> list:
+  """The rollout's Gumbel noise alone: ``steps`` draws of ``[batch, vocab]`` in one scan,
+  per PRNG implementation (and threefry's uniform bits without the two logs)."""
+  def scan_of(draw):
+    @jax.jit
+    def run(key):
+      def body(total, t):
+        return total + draw(jax.random.fold_in(key, t)).sum(), None
+      return jax.lax.scan(body, 0.0, jnp.arange(steps))[0]
+    return run
+  shape = (batch, vocab)
+  fns = {}
+  for impl in ("threefry2x32", "rbg", "unsafe_rbg"):
+    run, key = scan_of(lambda k: jax.random.gumbel(k, shape)), jax.random.key(0, impl=impl)
+    fns[f"gumbel {impl}"] = functools.partial(run, key)
+  run = scan_of(lambda k: jax.random.uniform(k, shape))
+  fns["uniform threefry2x32"] = functools.partial(run, jax.random.key(0))
+  timing = harness.interleave(fns, repeats=repeats)
+  return [{"noise": name, "draws": steps, "shape": list(shape),
+           "median_ms": round(t["median_s"] * 1e3, 1)} for name, t in timing.items()]
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--steps", nargs="*", default=list(SIZES))
   parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--noise", action="store_true",
+                      help="time the Gumbel noise per PRNG implementation instead")
   args = parser.parse_args(argv)
   result = {"machine": harness.machine_info(), "cores": sorted(os.sched_getaffinity(0)),
             "load_before": harness.load_average(), "rows": []}
+  if args.noise:
+    args.steps = []
+    for row in noise_rows(args.repeats):
+      print(json.dumps(row), flush=True)
   for step in args.steps:
     variants = {name: build_variant(step, old=name == "jnp.argmax")
                 for name in ("jnp.argmax", "first_argmax")}
