@@ -12,8 +12,9 @@ Variants (``--config configs/happybot.py:VARIANT``), SETTING[_MODEL]:
                   a few minutes on a 2-core CPU (default)
           paper   paper sizes and data: DailyDialog + PersonaChat + EmpatheticDialogues,
                   SST-2 + ED situations for the classifier (needs those data builders)
-          medium  the installed chitchat corpus (VADER-lexicon labels), 128-unit networks,
-                  at most 20 minutes on a 2-core CPU (docs/reproduction.md)
+          medium  the installed chitchat corpus (VADER-lexicon labels), 128-unit networks;
+                  medium_mle, then the RL variants from a copy of its workdir: about 20
+                  minutes each on one core (docs/reproduction.md)
   MODEL   (none)  RL Look-ahead: reward = the look-ahead predictor
           current RL Current: reward = the classifier on the response itself
           mle     Seq2Seq: MLE only
@@ -144,7 +145,9 @@ def _medium(c) -> None:
   """chitchat's dialogues, VADER-lexicon labels for the classifier (as the demo), 128-unit
   networks (the paper: 300), a 8k subword vocabulary, batch 64, one bucket (one compilation
   per step function); stages of 300 / 300 / 1,500 / 500 steps (the paper: 20k / 20k / 60k
-  / 20k), short enough for all four to fit 20 minutes on a 2-core CPU."""
+  / 20k). Run as two commands of about 20 minutes each on one core of a 2-core CPU:
+  ``medium_mle`` (the first three stages, 17.5 min) and ``medium`` / ``medium_current``
+  from a copy of its workdir (the RL stage, 19.8 / 21.6 min; docs/reproduction.md)."""
   c.data.update(name="chitchat", dialogue_sources=("chitchat",), max_context_len=48,
                 max_response_len=24, max_turn_len=23, buckets=(48,))
   c.tokenizer.vocab_size = 8000
