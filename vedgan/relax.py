@@ -57,7 +57,9 @@ def first_argmax(x: jax.Array, axis: int = -1) -> jax.Array:
   Computed as ``min(where(x == max(x) or isnan(x), index, V))``: two reductions of one
   operand each, which XLA:CPU vectorises, instead of ``jnp.argmax``'s reduction of
   (value, index) pairs, which it runs element by element (225 ms of the latent GAN's
-  3.3 s generator step at B 256, V 6577; docs/benchmarks.md).
+  3.3 s generator step at B 256, V 6577; docs/benchmarks.md). It is the argmax of the
+  straight-through one-hot (Kojima et al., Fig. 2) and of the top-k GAN's word choice
+  (Lopez Zorrilla et al., Eq. 3).
 
   Args:
     x: ``[..., V, ...]`` real array.
@@ -65,6 +67,10 @@ def first_argmax(x: jax.Array, axis: int = -1) -> jax.Array:
 
   Returns:
     ``x``'s shape without ``axis``, int32.
+
+  >>> import jax.numpy as jnp
+  >>> print(first_argmax(jnp.array([[0.1, 0.9, 0.9], [3.0, jnp.nan, 1.0]])))
+  [1 1]
   """
   x = jnp.asarray(x)
   axis = axis % x.ndim
