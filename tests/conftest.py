@@ -101,6 +101,16 @@ SPREAD_MODULES = ("tests/test_notebooks.py", "tests/test_kill_resume.py",
                   "tests/test_mixed_precision.py")
 
 
+def pytest_configure(config):
+  """``VEDGAN_TEST_COMPILE_REPORT=FILE``: one line per test with its JAX tracing and compile
+  time (``tests/compile_report.py``, which also summarises the file)."""
+  path = os.environ.get("VEDGAN_TEST_COMPILE_REPORT")
+  if path:
+    import compile_report  # pylint: disable=import-outside-toplevel
+    config.pluginmanager.register(compile_report.Recorder(os.path.abspath(path)),
+                                  "vedgan-compile-report")
+
+
 @pytest.hookimpl(optionalhook=True)   # no error under -p no:xdist
 def pytest_xdist_make_scheduler(config, log):
   """With ``-n N``: each module is one unit of work (as xdist's ``loadscope``), except the
