@@ -4,8 +4,10 @@
 settings on DailyDialog; ``ROW,demo`` (or ``demo,ROW``) on the embedded
 chatterbot corpus with a small model (minutes on a 2-core CPU); ``demo`` alone
 is ``co_ss,demo``; ``ROW,medium`` on the installed ``chitchat`` corpus (118k
-training pairs) with a mid-sized model, at most 20 minutes on a 2-core CPU, the
-best validation checkpoint kept (docs/reproduction.md). Rows:
+training pairs) with a mid-sized model sized for about 20 minutes on a 2-core CPU
+(measured 11-29 minutes on one shared core; ``co_ss_joint``, which runs both phases
+in every step, three times CO's CPU time), the best validation checkpoint kept
+(docs/reproduction.md). Rows:
 
   hred         HRED (no latent variable)
   kla          VHRED + KL annealing (weight 0 -> 1 over 12k steps)
@@ -173,7 +175,8 @@ MEDIUM_SS_K = 200.0
 
 
 def _medium(c) -> tuple[int, float]:
-  """chitchat at a size one 2-core CPU trains in at most 20 minutes: 5 context turns of at
+  """chitchat at a size meant to train in about 20 minutes on a 2-core CPU (measured times
+  in docs/reproduction.md; several rows took longer on one shared core): 5 context turns of at
   most 20 words, an 8k-word vocabulary, GRUs of 128/256/256 and a 64-d latent (a quarter
   to an eighth of the paper's), batch 64, 2,400 steps (1.3 epochs; ~2 steps/s on one core
   of this machine); KL annealing over the first fifth of training as in the paper (12k of
