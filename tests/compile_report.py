@@ -49,8 +49,7 @@ class Recorder:
       self.current[_EVENTS[event]] += 1
 
   def pytest_runtest_protocol(self, item, nextitem):
-    del nextitem
-    del item
+    del item, nextitem
     self.current, self.start = collections.Counter(), time.perf_counter()
 
   def pytest_runtest_logfinish(self, nodeid, location):
