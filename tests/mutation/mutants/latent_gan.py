@@ -127,8 +127,8 @@ MUTANTS = [
            "Sec. 4.2: generate(mode=sample) samples at tau_2 = options.temperature",
            SAMPLE),
     Mutant("latent_gan/sample_tokens_ignores_tau2", NN,
-           "token = jnp.argmax(o / scale + jnp.where(greedy, 0.0, g), axis=-1)",
-           "token = jnp.argmax(o + jnp.where(greedy, 0.0, g), axis=-1)",
+           "token = relax.first_argmax(o / scale + jnp.where(greedy, 0.0, g))",
+           "token = relax.first_argmax(o + jnp.where(greedy, 0.0, g))",
            "Eq. 2 / Sec. 4.2: a sample at tau_2 is argmax(o / tau_2 + g) (Gumbel-max)",
            SAMPLE),
     # -- evaluation -----------------------------------------------------------------------

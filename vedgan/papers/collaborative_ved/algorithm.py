@@ -216,14 +216,13 @@ class CollaborativeVED(Objective):
   def co_joint_loss(self, params, batch, ctx):
     """Both phases on one batch: ``L_ae(seq, sg(latent)) + L_cvae(sg(seq), latent)``, so
     "seq" gets exactly the gradient of Eq. 9 and "latent" that of Eq. 8 (same keys and
-    coin flips for both terms). Logged ``loss``: the AE loss, as before."""
+    coin flips for both terms; :meth:`co_terms` with ``joint=True`` runs the encoder and
+    the decoder once for both). Logged ``loss``: the AE loss, as before."""
     p = self.keep_rate(ctx)
-    sg = jax.lax.stop_gradient
-    ae = self.co_terms({**params, "latent": sg(params["latent"])}, batch, ctx.rng, True, p)
-    cvae = self.co_terms({**params, "seq": sg(params["seq"])}, batch, ctx.rng, True, p)
+    t = self.co_terms(params, batch, ctx.rng, True, p, joint=True)
     w = batch["weight"]
-    total, metrics = self._co_loss(ae["ae_loss"] + cvae["cvae_loss"], cvae, w, p)
-    return total, {"loss": Weighted((ae["ae_loss"] * w).sum(), w.sum()), **metrics}
+    total, metrics = self._co_loss(t["ae_loss"] + t["cvae_loss"], t, w, p)
+    return total, {"loss": Weighted((t["ae_loss"] * w).sum(), w.sum()), **metrics}
 
   def _co_loss(self, per_example, t, w, p):
     """``Weighted`` sum of ``per_example [B]`` over the rows (``w [B]``) and the phase
@@ -294,7 +293,7 @@ class CollaborativeVED(Objective):
       out["loss"] = nll + kl_weight * kl_term + float(self.ved.bow_weight) * bow
     return out
 
-  def co_terms(self, params, batch, key, train: bool, keep_rate=0.0):
+  def co_terms(self, params, batch, key, train: bool, keep_rate=0.0, joint: bool = False):
     """Per-example ``[B]`` terms of collaborative VED for both phases.
 
     ``ae_loss = max(alpha, KL) + nll`` (Eq. 9), ``cvae_loss = KL + 1/2||g(eps) - z~||^2``
@@ -302,17 +301,26 @@ class CollaborativeVED(Objective):
     the decoder got ``z~``; at test time never), ``nll``, ``tokens``, ``kl``,
     ``recon_z``; ``kl_dim``, ``mean``, ``logvar`` ``[B, D]``. ``key`` splits into the
     keys of ``eps``, the coins and the word drop-out.
+
+    ``joint=True`` (the CO+SS(joint) step) routes the gradients of one forward pass as the
+    two phases would: ``ae_loss`` reads the latent networks as constants (Eq. 9 trains
+    theta only) and ``cvae_loss`` reads the encoder's ``z~`` and ``c`` as constants (Eq. 8,
+    f_theta fixed). The latent networks run twice (once per view, same ``eps`` noise, the
+    same values); the encoder and the decoder run once.
     """
     k_eps, k_coin, k_drop = jax.random.split(key, 3)
     c, _, z_tilde = self.hred.apply({"params": params["seq"]}, batch["turns"],
                                     batch["num_turns"], batch["response_out"], method=_encode)
-    (mu_p, lv_p), (mu_q, lv_q) = self.latent.apply({"params": params["latent"]}, z_tilde, c,
-                                                   method=_prior_posterior)
-    eps = losses.gaussian_sample(k_eps, mu_q, lv_q)
-    z_cvae = self.latent.apply({"params": params["latent"]}, eps, method=LatentNets.generate)
-    kl_dim = losses.gaussian_kl(mu_q, lv_q, mu_p, lv_p)
+    sg = jax.lax.stop_gradient
+    if joint:
+      ae_view = self._co_latent(sg(params["latent"]), z_tilde, c, k_eps)
+      cvae_view = self._co_latent(params["latent"], sg(z_tilde), sg(c), k_eps)
+    else:  # one phase trains one network: the other's gradient is never used
+      ae_view = cvae_view = self._co_latent(params["latent"], z_tilde, c, k_eps)
+    kl_dim, z_cvae, mu_q, lv_q = ae_view
     kl = kl_dim.sum(-1)
-    recon_z = losses.gaussian_reconstruction_loss(z_cvae, jax.lax.stop_gradient(z_tilde))
+    cvae_kl = cvae_view[0].sum(-1)
+    recon_z = losses.gaussian_reconstruction_loss(cvae_view[1], sg(z_tilde))
     if train:
       z, use_real = scheduled_sampling_mix(k_coin, z_tilde, z_cvae, keep_rate)
     else:  # test time: always the CVAE's z
@@ -324,8 +332,18 @@ class CollaborativeVED(Objective):
     nll = (token_nll(logits, batch["response_out"]) * mask).sum(-1)
     kl_term = losses.kl_threshold(kl, float(self.ved.alpha))
     return {"nll": nll, "tokens": mask.sum(-1), "kl": kl, "kl_dim": kl_dim, "kl_term": kl_term,
-            "recon_z": recon_z, "ae_loss": kl_term + nll, "cvae_loss": kl + recon_z,
+            "recon_z": recon_z, "ae_loss": kl_term + nll, "cvae_loss": cvae_kl + recon_z,
             "use_real": use_real.astype(jnp.float32), "mean": mu_q, "logvar": lv_q}
+
+  def _co_latent(self, latent_params, z_tilde, c, k_eps):
+    """The CVAE of Eq. 8 on the encoder's ``z~ [B, D]`` and ``c [B, Hc]``: ``(kl_dim [B, D]
+    = KL(q(eps|z~,c) || p(eps|c)) per dimension, z = g(eps) [B, D] with eps ~ q, and q's
+    mean and log-variance [B, D])``."""
+    (mu_p, lv_p), (mu_q, lv_q) = self.latent.apply({"params": latent_params}, z_tilde, c,
+                                                   method=_prior_posterior)
+    eps = losses.gaussian_sample(k_eps, mu_q, lv_q)
+    z_cvae = self.latent.apply({"params": latent_params}, eps, method=LatentNets.generate)
+    return losses.gaussian_kl(mu_q, lv_q, mu_p, lv_p), z_cvae, mu_q, lv_q
 
   def prior_posterior(self, params, batch):
     """The encoders and the prior / posterior nets only (no decoder): ``((mu_p, logvar_p),
