@@ -116,6 +116,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.patience = 0                # stop after N evaluations without improvement; 0 = never
   c.train.compilation_cache = "auto"  # JAX's persistent cache: "auto" (~/.cache/vedgan/...),
                                       # "off" or a folder; $VEDGAN_COMPILATION_CACHE overrides
+  c.train.host_malloc = "steady"      # glibc keeps freed step buffers for the next step (no
+                                      # page faults per step; vedgan/host_malloc.py) or
+                                      # "system"; $VEDGAN_HOST_MALLOC overrides
 
   c.decode = ml_collections.ConfigDict()
   c.decode.mode = "greedy"            # greedy | sample | beam
@@ -226,6 +229,8 @@ def validate(config, step_names) -> None:
        "must be a validation metric name, or '' for no model selection"),
       ("train.select_mode", config.train.select_mode, lambda v: v in ("min", "max"),
        "must be 'min' or 'max'"),
+      ("train.host_malloc", config.train.get("host_malloc", "steady"),
+       lambda v: str(v).strip().lower() in ("steady", "system"), "must be 'steady' or 'system'"),
   ]
   for name, value, ok, why in checks:
     if not ok(value):

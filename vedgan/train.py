@@ -57,7 +57,7 @@ from tqdm import tqdm
 
 from vedgan import configlib, decode, parallel, plots, selection as selection_lib
 from vedgan import steps as steps_lib
-from vedgan import compile_cache, resume, workdir_lock
+from vedgan import compile_cache, host_malloc, resume, workdir_lock
 from vedgan.stopping import SetupInterrupted, StopFlag
 from vedgan.workdir_checks import (check_compatible, check_written_paths,
                                    check_workdir)  # noqa: F401 (check_workdir: re-exported)
@@ -75,6 +75,8 @@ class Trainer:
   def __init__(self, config, workdir: str):
     self.config = config
     self.workdir = workdir
+    # before JAX starts its threads (make_mesh below), so that they share the one arena
+    self.host_malloc = host_malloc.configure(config)
     self.plan = Plan.from_config(config)
     self.spans = self.plan.spans
     self.total_steps = self.plan.total_steps
