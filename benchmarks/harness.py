@@ -42,6 +42,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
+from vedgan import host_malloc  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+#: The allocator as a training run sets it (``train.host_malloc``'s default, before JAX starts
+#: its threads); ``VEDGAN_HOST_MALLOC=system`` measures glibc's defaults instead. It is
+#: process-wide: a side-by-side twin's PyTorch model runs under the same setting.
+HOST_MALLOC = host_malloc.configure(None)
+
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -83,6 +90,7 @@ def machine_info(torch_threads: int | None = None) -> dict:
       "jax_backend": jax.default_backend(),
       "jax_devices": [str(d) for d in jax.devices()],
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "host_malloc": HOST_MALLOC,
   }
   try:
     import flax  # pylint: disable=import-outside-toplevel

@@ -30,7 +30,7 @@ import numpy as np  # pylint: disable=wrong-import-position,g-import-not-at-top
 from vedgan.papers.collaborative_ved.algorithm import CollaborativeVED  # pylint: disable=wrong-import-position,g-import-not-at-top
 from vedgan.steps import Weighted  # pylint: disable=wrong-import-position,g-import-not-at-top
 
-CONFIG = ("configs/collaborative_ved.py", "co_ss_joint,medium")
+CONFIG = "configs/collaborative_ved.py"
 
 
 def _two_pass_joint_loss(self, params, batch, ctx):
@@ -45,9 +45,9 @@ def _two_pass_joint_loss(self, params, batch, ctx):
   return total, {"loss": Weighted((ae["ae_loss"] * w).sum(), w.sum()), **metrics}
 
 
-def build_variant(two_pass: bool):
+def build_variant(two_pass: bool, variant: str):
   """The compiled joint step and its built inputs, traced with one or two passes."""
-  config = harness.load_config(*CONFIG)
+  config = harness.load_config(CONFIG, variant)
   stage = harness.train.Plan.from_config(config).spans[0].name
   one_pass = CollaborativeVED.co_joint_loss
   jax.clear_caches()               # no trace of the other variant may be reused
@@ -61,13 +61,15 @@ def build_variant(two_pass: bool):
   return compiled, built, stats
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--variant", default="co_ss_joint,medium",
+                      help="the config variant (a collaborative VED row with a joint step)")
   args = parser.parse_args(argv)
   result = {"machine": harness.machine_info(), "cores": sorted(os.sched_getaffinity(0)),
-            "load_before": harness.load_average(), "config": ":".join(CONFIG)}
-  variants = {name: build_variant(two_pass=name == "two passes")
+            "load_before": harness.load_average(), "config": f"{CONFIG}:{args.variant}"}
+  variants = {name: build_variant(name == "two passes", args.variant)
               for name in ("two passes", "one pass")}
   outs = {name: jax.device_get(c(b.state, b.batch)) for name, (c, b, _) in variants.items()}
   diff = max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
@@ -84,6 +86,7 @@ def main(argv=None) -> None:
                  "compile_s": {n: round(s["compile_s"], 1) for n, (_, _, s) in variants.items()},
                  "load_after": harness.load_average()})
   print(json.dumps(result), flush=True)
+  return result
 
 
 if __name__ == "__main__":

@@ -44,6 +44,13 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The host allocator as every run sets it (vedgan/host_malloc.py), from the start of each test
+# process rather than from its first Trainer, so that no test's allocator depends on the order
+# the tests ran in; the test processes' memory then stays at its peak until they exit.
+from vedgan import host_malloc  # pylint: disable=wrong-import-position
+
+host_malloc.configure(None)
+
 
 def tiny_overrides() -> dict:
   """Overrides that make the seq2seq demo config train in seconds."""

@@ -32,6 +32,7 @@ def test_micro_side_by_side_writes_the_json_fields(tmp_path):
   result = json.loads(out.read_text())
   m = result["machine"]
   assert m["cpu_count"] >= 1 and m["jax"] and m["cpu_model"]
+  assert m["host_malloc"]["mode"] in ("steady", "system")  # the allocator the steps ran with
   assert result["peak"]["start"]["best_flops_per_s"] > 0
   assert result["peak"]["end"]["dtype"] == "float32"
   [row] = result["side_by_side"]
@@ -105,3 +106,15 @@ def test_torch_latent_gan_steps_update_their_networks():
     if 5 in row:
       assert set(row[row.index(5):]) == {5}
   np.testing.assert_array_equal(hard.detach().sum(-1).numpy(), np.ones((16, 5)))
+
+
+def test_joint_step_ab_one_pass_equals_two_passes_after_a_step(capsys):
+  """``benchmarks/joint_step_ab.py`` at demo size: CO+SS(joint)'s one-pass step and the
+  earlier two-pass one give the same loss and, after one Adam step from the same state, the
+  same parameters to float32 round-off (both are timed once)."""
+  result = _load("joint_step_ab").main(["--variant", "co_ss_joint,demo", "--repeats", "1"])
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+  a, b = result["loss"]["two passes"], result["loss"]["one pass"]
+  assert math.isclose(a, b, rel_tol=1e-5) and a > 0
+  assert result["max_abs_param_diff_after_one_step"] < 1e-5
+  assert result["two_passes_ms"] > 0 and result["one_pass_ms"] > 0

@@ -4,9 +4,10 @@ A step on a CPU backend asks for the same large buffers at every call (XLA's buf
 step's temporaries is tens of MiB at the ``medium`` sizes). glibc's ``malloc`` serves a
 request above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and gives it back
 with ``munmap`` when freed, and trims the top of its heaps back to the kernel: the next
-step's buffers are then new zero-filled pages, one page fault per 4 KiB touched. On a
-collaborative VED ``medium`` step that was 58,000 page faults and a quarter of the
-process's CPU time in the kernel (``docs/benchmarks.md``, "The host allocator").
+step's buffers are then new zero-filled pages, one page fault per 4 KiB touched. In a
+collaborative VED ``medium`` run on two cores that was about 70,000 page faults per step and
+a quarter of the process's CPU time in the kernel (``docs/benchmarks.md``, "The host
+allocator").
 
 ``"steady"`` (``train.host_malloc``, the default) tells glibc, through ``mallopt``:
 
