@@ -42,6 +42,9 @@ def test_steady_asks_glibc_for_no_mmap_no_trim_and_one_arena(fresh, monkeypatch)
   assert sorted(libc.calls) == [(-8, 1), (-4, 0), (-1, 2**31 - 1)]
   assert out["mode"] == "steady" and out["applied"] and "glibc 2.99" in out["detail"]
   assert host_malloc.configure(None) == out and len(libc.calls) == 3  # once per process
+  later = host_malloc.configure(make_config(train__host_malloc="system"))  # cannot undo it
+  assert later["mode"] == "steady" and later["applied"] and "new process" in later["detail"]
+  assert len(libc.calls) == 3
 
 
 def test_system_and_non_glibc_change_nothing(fresh, monkeypatch):

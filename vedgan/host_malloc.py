@@ -63,7 +63,7 @@ def _glibc():
     libc = ctypes.CDLL(None)
     version = libc.gnu_get_libc_version
     libc.mallopt  # pylint: disable=pointless-statement
-  except (OSError, AttributeError):
+  except (OSError, AttributeError, TypeError):  # TypeError: no CDLL(None) (Windows)
     return None
   version.restype = ctypes.c_char_p
   return libc
@@ -73,7 +73,8 @@ def configure(config=None) -> dict:
   """Sets the allocator as the module docstring says; returns what was done:
   ``{"mode": "steady" | "system", "applied": bool, "detail": str}``. ``config``: a run's
   config (its ``train.host_malloc``; a config without the field counts as "steady"), or
-  ``None`` for the default. Repeated calls with the same mode change nothing.
+  ``None`` for the default. Repeated calls change nothing; "system" after "steady" in the
+  same process cannot undo it, and the answer says that "steady" holds.
 
   >>> configure(None)["mode"]
   'steady'
@@ -82,10 +83,13 @@ def configure(config=None) -> dict:
   if config is not None:
     setting = config.train.get("host_malloc", "steady")
   mode = choose(setting)
+  if _applied:
+    if mode == "system":
+      return dict(_applied, detail=_applied["detail"] + " (set earlier in this process; "
+                  "'system' takes effect in a new process)")
+    return dict(_applied)
   if mode == "system":
     return {"mode": mode, "applied": False, "detail": "left as the system set it"}
-  if _applied:
-    return dict(_applied)
   libc = _glibc()
   if libc is None:
     return {"mode": mode, "applied": False,
