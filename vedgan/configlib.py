@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from vedgan import config_ranges
+from vedgan import config_ranges, host_malloc
 from vedgan.errors import ConfigError  # noqa: F401  (re-exported for configs)
 
 # Sections whose change makes an existing workdir unusable (the networks, the
@@ -230,7 +230,7 @@ def validate(config, step_names) -> None:
       ("train.select_mode", config.train.select_mode, lambda v: v in ("min", "max"),
        "must be 'min' or 'max'"),
       ("train.host_malloc", config.train.get("host_malloc", "steady"),
-       lambda v: str(v).strip().lower() in ("steady", "system"), "must be 'steady' or 'system'"),
+       lambda v: str(v).strip().lower() in host_malloc.MODES, "must be 'steady' or 'system'"),
   ]
   for name, value, ok, why in checks:
     if not ok(value):
