@@ -14,7 +14,7 @@ Variants (``--config configs/happybot.py:VARIANT``), SETTING[_MODEL]:
                   SST-2 + ED situations for the classifier (needs those data builders)
           medium  the installed chitchat corpus (VADER-lexicon labels), 128-unit networks;
                   medium_mle, then the RL variants from a copy of its workdir: about 20
-                  minutes each on one core (docs/reproduction.md)
+                  minutes each on one core, 14-18 on two (docs/reproduction.md)
   MODEL   (none)  RL Look-ahead: reward = the look-ahead predictor
           current RL Current: reward = the classifier on the response itself
           mle     Seq2Seq: MLE only
@@ -147,7 +147,8 @@ def _medium(c) -> None:
   per step function); stages of 300 / 300 / 1,500 / 500 steps (the paper: 20k / 20k / 60k
   / 20k). Run as two commands of about 20 minutes each on one core of a 2-core CPU:
   ``medium_mle`` (the first three stages, 17.5 min) and ``medium`` / ``medium_current``
-  from a copy of its workdir (the RL stage, 19.8 / 21.6 min; docs/reproduction.md)."""
+  from a copy of its workdir (the RL stage, 19.8 / 21.6 min); on both cores 13.6, 17.6 and
+  15.0 min (docs/reproduction.md)."""
   c.data.update(name="chitchat", dialogue_sources=("chitchat",), max_context_len=48,
                 max_response_len=24, max_turn_len=23, buckets=(48,))
   c.tokenizer.vocab_size = 8000
