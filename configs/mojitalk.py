@@ -20,7 +20,8 @@ Variants (``--config configs/mojitalk.py:VARIANT``):
                  the linear annealing to 0.5 the paper describes
   medium         the installed chitchat corpus (118k training pairs) with the lexicon
                  stand-in labels, the paper's network sizes, all four stages in at most
-                 20 minutes on a 2-core CPU (docs/reproduction.md)
+                 20 minutes on a 2-core CPU (measured: 14.5 on one shared core, 11.9 on
+                 two; docs/reproduction.md)
   medium_base, medium_cvae   its Base and CVAE columns
 
 The demo's labels are NOT emoji: the chatterbot corpus has none, so each response gets

@@ -170,8 +170,8 @@ def _medium(c):
 
 
 #: Medium MLE pretraining steps and global iterations of Algorithm 1.
-MEDIUM_SCHEDULE = (700, 12)          # ~1,190 steps at ~0.8 CPU-s: ~16 minutes on one
-                                     # core ((1,200, 20) took ~26 CPU-minutes)
+MEDIUM_SCHEDULE = (700, 12)          # 1,188 steps: 10.6 minutes on one shared core, 9.9 on
+                                     # two ((1,200, 20) took ~26 CPU-minutes)
 
 
 def _mle_only(c):
