@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import REPO, make_config
 
-from vedgan import host_malloc, parallel, train
+from vedgan import configlib, host_malloc, parallel, train
 from vedgan.errors import ConfigError
 
 
@@ -73,6 +73,10 @@ def test_bad_settings_are_one_line_errors(fresh, monkeypatch):
     host_malloc.choose("steady")
   monkeypatch.setenv(host_malloc.ENV, " Steady ")
   assert host_malloc.choose("system") == "steady"
+  # The config check (configlib.validate, run before anything is written) names every mode.
+  with pytest.raises(ConfigError, match=r"config.train.host_malloc='fast' is out of range") as e:
+    configlib.validate(make_config(train__host_malloc="fast"), ("mle",))
+  assert all(repr(mode) in str(e.value) for mode in host_malloc.MODES), str(e.value)
 
 
 def test_trainer_sets_it_before_jax_starts_and_rejects_a_bad_value_before_writing(

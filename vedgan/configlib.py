@@ -230,7 +230,8 @@ def validate(config, step_names) -> None:
       ("train.select_mode", config.train.select_mode, lambda v: v in ("min", "max"),
        "must be 'min' or 'max'"),
       ("train.host_malloc", config.train.get("host_malloc", "steady"),
-       lambda v: str(v).strip().lower() in host_malloc.MODES, "must be 'steady' or 'system'"),
+       lambda v: str(v).strip().lower() in host_malloc.MODES,
+       "must be " + " or ".join(repr(m) for m in host_malloc.MODES)),
   ]
   for name, value, ok, why in checks:
     if not ok(value):
