@@ -5,8 +5,8 @@ settings on DailyDialog; ``ROW,demo`` (or ``demo,ROW``) on the embedded
 chatterbot corpus with a small model (minutes on a 2-core CPU); ``demo`` alone
 is ``co_ss,demo``; ``ROW,medium`` on the installed ``chitchat`` corpus (118k
 training pairs) with a mid-sized model sized for about 20 minutes on a 2-core CPU
-(measured 11-34 minutes on one shared core, 10-20 minutes on two cores: ``fb`` the slowest
-at 19.6), the best validation checkpoint kept
+(measured 11-34 minutes on one shared core, 9.7-19.6 on two cores: ``co_ss`` the fastest,
+``fb`` the slowest), the best validation checkpoint kept
 (docs/reproduction.md). Rows:
 
   hred         HRED (no latent variable)

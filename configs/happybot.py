@@ -14,7 +14,7 @@ Variants (``--config configs/happybot.py:VARIANT``), SETTING[_MODEL]:
                   SST-2 + ED situations for the classifier (needs those data builders)
           medium  the installed chitchat corpus (VADER-lexicon labels), 128-unit networks;
                   medium_mle, then the RL variants from a copy of its workdir: about 20
-                  minutes each on one core, 14-18 on two (docs/reproduction.md)
+                  minutes each on one core, 13.6-17.6 on two (docs/reproduction.md)
   MODEL   (none)  RL Look-ahead: reward = the look-ahead predictor
           current RL Current: reward = the classifier on the response itself
           mle     Seq2Seq: MLE only
