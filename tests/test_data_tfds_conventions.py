@@ -24,6 +24,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 
@@ -220,6 +221,21 @@ def test_tfds_data_dir_is_where_load_split_prepares(monkeypatch, tmp_path):
   monkeypatch.setenv("VEDGAN_DATA_DIR", str(tmp_path / "vedgan"))   # vedgan's wins
   assert sources.prepare_builder({"name": "chitchat", "manual_dir": str(CHITCHAT_TESTDATA)}
                                  ).data_dir.startswith(str(tmp_path / "vedgan"))
+
+
+@pytest.mark.parametrize("name", sorted(registration.SHIPPED))
+def test_constructing_and_preparing_leave_nothing_in_the_temp_folder(name, monkeypatch,
+                                                                     tmp_path):
+  """TFDS makes an empty ``tmp*tfds`` directory whenever it constructs a builder whose data
+  is not prepared, and never removes it; vedgan's builders skip that step."""
+  temp = tmp_path / "system_temp"
+  temp.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(temp))
+  sources.builder_class(name)(data_dir=str(tmp_path / "data"))
+  if name == "chitchat":  # and a whole prepare, from the files the real one reads
+    sources.prepare_builder({"name": "chitchat", "manual_dir": str(CHITCHAT_TESTDATA),
+                             "data_dir": str(tmp_path / "data")})
+  assert not os.listdir(temp)
 
 
 # -- checksums.tsv --------------------------------------------------------------------------

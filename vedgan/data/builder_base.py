@@ -68,6 +68,19 @@ class Resource:
   filename: str
 
 
+def without_bucket_lookup(info: tfds.core.DatasetInfo) -> tfds.core.DatasetInfo:
+  """``info`` with TFDS's look-up of precomputed metadata in its GCS bucket turned off.
+
+  TFDS runs that look-up whenever it constructs a builder whose data is not prepared yet,
+  and it creates an empty ``tmp*tfds`` directory in the system temp folder before
+  checking anything, never removing it: one left behind per construction (two per
+  ``download_and_prepare`` of a fresh ``data_dir``). None of vedgan's datasets is in that
+  bucket, so the look-up is skipped for every vedgan builder (``_info`` returns this).
+  """
+  info.initialize_from_bucket = lambda: None
+  return info
+
+
 def first_existing(root, *relative) -> Optional[epath.Path]:
   """The first of ``root / r`` that exists (``root`` itself for ``""``)."""
   root = epath.Path(root)
@@ -273,14 +286,14 @@ class VedganBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def make_info(self, description: str, features: dict, citation: str,
                 license: str) -> tfds.core.DatasetInfo:  # pylint: disable=redefined-builtin
     """``DatasetInfo`` with the homepage and a metadata dict for skip counts."""
-    return self.dataset_info_from_configs(
+    return without_bucket_lookup(self.dataset_info_from_configs(
         description=description,
         features=tfds.features.FeaturesDict(features),
         homepage=self.HOMEPAGE,
         citation=citation,
         license=license,
         metadata=tfds.core.MetadataDict(),
-    )
+    ))
 
   def locate(self, dl_manager) -> dict:
     """Finds the released files (see the module docstring).

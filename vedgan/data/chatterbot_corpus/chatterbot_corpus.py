@@ -39,6 +39,8 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vedgan.data.builder_base import without_bucket_lookup
+
 # The package providing the YAML files (the PyPI ``chatterbot-corpus``); this
 # module's own folder is also called ``chatterbot_corpus``, but absolute imports
 # resolve to the top-level installed package.
@@ -167,7 +169,7 @@ class ChatterbotCorpus(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     text = tfds.features.Text()
-    return self.dataset_info_from_configs(
+    return without_bucket_lookup(self.dataset_info_from_configs(
         description=_DESCRIPTION,
         features=tfds.features.FeaturesDict({
             "dialogue_id": text,
@@ -180,7 +182,7 @@ class ChatterbotCorpus(tfds.core.GeneratorBasedBuilder):
         homepage="https://github.com/gunthercox/chatterbot-corpus",
         citation=_CITATION,
         license="BSD-3-Clause",
-    )
+    ))
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download: the corpus is an installed package.
