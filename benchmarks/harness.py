@@ -54,7 +54,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-posi
 
 from vedgan import parallel, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vedgan.errors import ConfigError  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vedgan.objective import get_objective_class  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vedgan.objective import get_objective_class, jit_init  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 # -- the machine ---------------------------------------------------------------------
@@ -316,7 +316,7 @@ def build(config, step_name: str, stage_name: str, kind: str, devices=None,
   parallel.check_batch_size(global_batch, mesh)
   np_batch = synthetic_batch(config, vocab, global_batch, seed)
   batch = parallel.shard_batch(np_batch, mesh)
-  state = parallel.replicate(jax.jit(objective.init)(jax.random.key(seed), np_batch), mesh)
+  state = parallel.replicate(jit_init(objective)(jax.random.key(seed), np_batch), mesh)
   stage_of(config, stage_name)  # a one-line error for an unknown stage
   step_fn = train.step_function(objective, step_name, config, state, stage=stage_name, mesh=mesh,
                                 donate_state=donate)

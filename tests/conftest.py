@@ -14,7 +14,8 @@ if "VEDGAN_DATA_DIR" not in os.environ:
   atexit.register(shutil.rmtree, os.environ["VEDGAN_DATA_DIR"], ignore_errors=True)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The suite's cost is XLA compiling many tiny models, not running them: cheaper CPU code
-# generation halves it (numerics are unchanged: this only skips LLVM optimisation). The long
+# generation halves it (it skips LLVM optimisation; values agree to float32 round-off, not
+# bit for bit: -O0 initialises other last bits than -O3, tests/test_init_compile.py). The long
 # in-process training runs (marked ``optimised``) are the exception: their fully optimised
 # programs run fast enough to pay for the longer compilation, so ``pytest_runtest_setup``
 # switches per test. Set before JAX starts; subprocesses inherit the environment variable.

@@ -55,6 +55,24 @@ def get_objective_class(name: str) -> type:
   return _REGISTRY[name]
 
 
+#: XLA options for compiling :meth:`Objective.init` on CPU. Initialisation runs once per
+#: run, so its speed does not matter, but its compile time is part of every fresh start:
+#: XLA:CPU's default (LLVM -O3) takes 4-17 s per objective at demo size on one core, of
+#: which -O1 saves 13-41% (``benchmarks/init_compile.py``, docs/benchmarks.md). -O1 gives
+#: bit-identical parameters for every objective (tests/test_init_compile.py; -O0 does not).
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+def jit_init(objective: "Objective", **jit_kwargs):
+  """``jax.jit(objective.init, **jit_kwargs)``, compiled with :data:`INIT_COMPILER_OPTIONS`
+  on CPU. Left to JAX's choice elsewhere (the options were measured on CPU only) and when
+  ``jax_disable_most_optimizations`` asks for cheaper compilation still."""
+  cpu = jax.default_backend() == "cpu"
+  if cpu and not jax.config.read("jax_disable_most_optimizations"):
+    jit_kwargs = {"compiler_options": INIT_COMPILER_OPTIONS, **jit_kwargs}
+  return jax.jit(objective.init, **jit_kwargs)
+
+
 class Generation(NamedTuple):
   """What :meth:`Objective.generate` returns, for every objective.
 

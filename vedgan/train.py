@@ -64,7 +64,7 @@ from vedgan.workdir_checks import (check_compatible, check_written_paths,
 from vedgan.checkpoint import Checkpointer, write_json_atomic
 from vedgan.data import inputs as inputs_lib
 from vedgan.errors import CheckpointError, ConfigError, VedganError
-from vedgan.objective import get_objective_class
+from vedgan.objective import get_objective_class, jit_init
 from vedgan.plan import Plan, StageSpan
 from vedgan.writers import MetricWriter
 
@@ -118,7 +118,7 @@ class Trainer:
       raise AssertionError(f"{config.objective}'s steps read stream(s) {sorted(missing)} that "
                            f"its inputs lack (it has {sorted(self.inputs.streams)})")
     example = parallel.shard_batch(self._peek_batch(self.plan.step_name(0)), self.mesh)
-    init = jax.jit(self.objective.init, out_shardings=parallel.replicated(self.mesh))
+    init = jit_init(self.objective, out_shardings=parallel.replicated(self.mesh))
     self.state = init(jax.random.key(int(config.seed)), example)
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                      int(config.train.max_checkpoints), read_only=not write)

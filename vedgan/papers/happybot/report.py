@@ -26,6 +26,7 @@ import numpy as np
 
 from vedgan import eval_suites, metrics
 from vedgan.errors import ConfigError, DataError
+from vedgan.objective import jit_init
 from vedgan.metrics import text
 
 #: Rollouts per context of ``happybot_variance``.
@@ -203,7 +204,7 @@ def variance_suite(run) -> eval_suites.SuiteOutput:
   key = jax.random.key(int(run.options.seed))
   stage = config.stages.rl
   trained = policy_gradient_variance(objective, state, batch, key, VARIANCE_ROLLOUTS, stage)
-  initial = jax.jit(objective.init)(jax.random.key(int(config.seed))).params["baseline"]
+  initial = jit_init(objective)(jax.random.key(int(config.seed))).params["baseline"]
   untrained = policy_gradient_variance(objective, state, batch, key, VARIANCE_ROLLOUTS, stage,
                                        baseline_params=initial)
   values = {"variance_without_baseline": trained["variance_without_baseline"],
