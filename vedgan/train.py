@@ -118,8 +118,6 @@ class Trainer:
       raise AssertionError(f"{config.objective}'s steps read stream(s) {sorted(missing)} that "
                            f"its inputs lack (it has {sorted(self.inputs.streams)})")
     example = parallel.shard_batch(self._peek_batch(self.plan.step_name(0)), self.mesh)
-    init = jit_init(self.objective, out_shardings=parallel.replicated(self.mesh))
-    self.state = init(jax.random.key(int(config.seed)), example)
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                      int(config.train.max_checkpoints), read_only=not write)
     self.step, self.best_checkpointer = 0, None
@@ -130,6 +128,10 @@ class Trainer:
     if restore is not None and not write:  # a reader's --checkpoint best|<step>
       source = self.best_checkpointer = Checkpointer(restore[0], read_only=True)
       latest = int(restore[1])
+    init = jit_init(self.objective, out_shardings=parallel.replicated(self.mesh))
+    rng = jax.random.key(int(config.seed))
+    # a resume restores every leaf: its initialiser is only traced (not compiled, read or run)
+    self.state = jax.eval_shape(init, rng, example) if latest is not None else init(rng, example)
     if latest is not None:
       if tokenizer_is_new:
         raise CheckpointError(f"--workdir {self.workdir} has checkpoints but no tokenizer/; "
