@@ -193,7 +193,7 @@ def test_max_alpha_kl_has_zero_gradient_below_alpha():
       t = obj.co_terms(params, batch, key, True, 0.0)
       return t["kl_term"].sum(), t["kl"]
 
-    grads, kl = jax.grad(term, has_aux=True)(state.params["seq"])
+    grads, kl = jax.jit(jax.grad(term, has_aux=True))(state.params["seq"])  # one program
     return grads, kl
 
   grads, kl = kl_grads(1e4)  # KL far below alpha
