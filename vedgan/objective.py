@@ -57,9 +57,10 @@ def get_objective_class(name: str) -> type:
 
 #: XLA options for compiling :meth:`Objective.init` on CPU. Initialisation runs once per
 #: run, so its speed does not matter, but its compile time is part of every fresh start:
-#: XLA:CPU's default (LLVM -O3) takes 4-17 s per objective at demo size on one core, of
-#: which -O1 saves 13-41% (``benchmarks/init_compile.py``, docs/benchmarks.md). -O1 gives
-#: bit-identical parameters for every objective (tests/test_init_compile.py; -O0 does not).
+#: XLA:CPU's default (LLVM -O3) takes 3.9-17.5 s per objective at demo and paper sizes on
+#: one quiet core, of which -O1 saves 17-47% (``benchmarks/init_compile.py``,
+#: docs/benchmarks.md), with bit-identical parameters for every objective at every size
+#: measured (tests/test_init_compile.py checks it; -O0 changes their last bits).
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from vedgan import eval_suites, metrics
 from vedgan.errors import ConfigError, DataError
-from vedgan.objective import jit_init
 from vedgan.metrics import text
+from vedgan.objective import jit_init
 
 #: Rollouts per context of ``happybot_variance``.
 VARIANCE_ROLLOUTS = 32
