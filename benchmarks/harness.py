@@ -304,17 +304,21 @@ class Built:
     self.mesh, self.tokens = mesh, tokens
 
 
+def objective_on_synthetic_batch(config, seed: int = 0) -> tuple[Any, dict]:
+  """``config.objective`` built on a :class:`StubTokenizer`, and a full global batch of
+  :func:`synthetic_batch` (numpy)."""
+  vocab = int(config.tokenizer.vocab_size)
+  objective = get_objective_class(config.objective)(config, StubTokenizer(vocab))
+  objective.steps_per_epoch = 1000        # the trainer learns it from the data (bind_inputs)
+  return objective, synthetic_batch(config, vocab, int(config.train.batch_size), seed)
+
+
 def build(config, step_name: str, stage_name: str, kind: str, devices=None,
           donate: bool = True, seed: int = 0) -> Built:
   """Builds ``step_name`` of ``config.objective`` as training does, on a synthetic batch."""
-  vocab = int(config.tokenizer.vocab_size)
-  tok = StubTokenizer(vocab)
-  objective = get_objective_class(config.objective)(config, tok)
-  objective.steps_per_epoch = 1000        # the trainer learns it from the data (bind_inputs)
+  objective, np_batch = objective_on_synthetic_batch(config, seed)
   mesh = parallel.make_mesh(devices)
-  global_batch = int(config.train.batch_size)
-  parallel.check_batch_size(global_batch, mesh)
-  np_batch = synthetic_batch(config, vocab, global_batch, seed)
+  parallel.check_batch_size(int(config.train.batch_size), mesh)
   batch = parallel.shard_batch(np_batch, mesh)
   state = parallel.replicate(jit_init(objective)(jax.random.key(seed), np_batch), mesh)
   stage_of(config, stage_name)  # a one-line error for an unknown stage

@@ -43,11 +43,8 @@ def worker(spec: dict) -> dict:
   import numpy as np  # pylint: disable=import-outside-toplevel
   from vedgan import objective as objective_lib  # pylint: disable=import-outside-toplevel
 
-  config = harness.load_config(spec["config"], spec["variant"])
-  vocab = int(config.tokenizer.vocab_size)
-  obj = objective_lib.get_objective_class(config.objective)(config, harness.StubTokenizer(vocab))
-  obj.steps_per_epoch = 1000
-  batch = harness.synthetic_batch(config, vocab, int(config.train.batch_size))
+  obj, batch = harness.objective_on_synthetic_batch(
+      harness.load_config(spec["config"], spec["variant"]))
   rng = jax.random.key(0)
   fn = (objective_lib.jit_init(obj) if spec["option"] == "library" else jax.jit(obj.init))
   wall, cpu = time.perf_counter(), time.process_time()
@@ -67,11 +64,7 @@ def worker(spec: dict) -> dict:
 
 
 def measure(args) -> dict:
-  env = dict(os.environ)
-  for key in ("JAX_COMPILATION_CACHE_DIR", "VEDGAN_COMPILATION_CACHE"):
-    env.pop(key, None)      # a cache hit would time a disk read, not a compile
-  env["PYTHONPATH"] = os.pathsep.join([HERE, harness.REPO] + [p for p in [env.get("PYTHONPATH")]
-                                                              if p])
+  env = twins.worker_env()  # no persistent cache: a hit would time a disk read
   rows = []
   for name in args.objectives:
     path, variants = CASES[name]

@@ -1,8 +1,9 @@
 """Where a resumed run's start-up goes: import, ``Trainer.setup``, the first step.
 
 Starts the seq2seq demo in ``--workdir`` if it has no checkpoint yet and stops it with
-SIGTERM (which checkpoints) after ``--steps`` steps, then resumes it ``--repeats`` times, each in a fresh process
-pinned to ``--core``, with the compilation cache the first start filled; each resumed
+SIGTERM (which checkpoints) after ``--steps`` steps, then resumes it ``--repeats`` times,
+each in a fresh process pinned to ``--core`` from its first instruction, with the
+compilation cache (``WORKDIR-cache``) the first start filled; each resumed
 process prints seconds since its start when ``vedgan.train`` is imported, when
 ``Trainer.setup`` returns and when its first call of the step loop returns, then exits.
 
@@ -62,16 +63,15 @@ def main() -> None:
   if args.resumed:
     resumed_start(args.workdir)
     return
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [REPO] + [x for x in [os.environ.get("PYTHONPATH")] if x]))
-  env.setdefault("VEDGAN_COMPILATION_CACHE", os.path.join(args.workdir + "-cache"))
-  pin = ["taskset", "-c", str(args.core)]
+  env = twins.worker_env()
+  env["VEDGAN_COMPILATION_CACHE"] = args.workdir.rstrip("/") + "-cache"  # filled by the first
+  pin = lambda cmd: twins.pinned_command(cmd, [args.core])
   if not os.path.isdir(os.path.join(args.workdir, "checkpoints")):
     metrics = os.path.join(args.workdir, "metrics.jsonl")
     first = subprocess.Popen(  # pylint: disable=consider-using-with
-        pin + [sys.executable, "-m", "vedgan.main", "--config", f"{CONFIG}:{VARIANT}",
-               "--workdir", args.workdir, "--config.train.log_every=1",
-               "--config.train.progress=False"], env=env, cwd=REPO,
+        pin([sys.executable, "-m", "vedgan.main", "--config", f"{CONFIG}:{VARIANT}",
+             "--workdir", args.workdir, "--config.train.log_every=1",
+             "--config.train.progress=False"]), env=env, cwd=REPO,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while first.poll() is None and twins.last_step(metrics) < args.steps:
       time.sleep(0.1)
@@ -79,11 +79,11 @@ def main() -> None:
     if first.wait(timeout=600) != 0:
       raise SystemExit(f"the first start failed (exit {first.returncode})")
   for _ in range(args.repeats):
-    load = os.getloadavg()[0]
-    out = subprocess.run(pin + [sys.executable, os.path.abspath(__file__), "--resumed",
-                                "--workdir", args.workdir], env=env, cwd=REPO, check=True,
+    load = twins.load_average()[:1]
+    out = subprocess.run(pin([sys.executable, os.path.abspath(__file__), "--resumed",
+                              "--workdir", args.workdir]), env=env, cwd=REPO, check=True,
                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    print(json.dumps({**json.loads(out), "load_before": round(load, 2)}), flush=True)
+    print(json.dumps({**json.loads(out), "load_before": load}), flush=True)
 
 
 if __name__ == "__main__":

@@ -250,16 +250,6 @@ def torch_step(name: str, config, device: str, gpu: bool):
 # -- sections ---------------------------------------------------------------------------
 
 
-def _worker_env() -> dict:
-  """The environment of a measuring subprocess: no persistent compilation cache (a cache
-  hit would time a disk read, not a compile), ``benchmarks/`` and the repo importable."""
-  env = dict(os.environ)
-  for key in ("JAX_COMPILATION_CACHE_DIR", "VEDGAN_COMPILATION_CACHE"):
-    env.pop(key, None)
-  env["PYTHONPATH"] = os.pathsep.join([HERE, REPO] + [p for p in [env.get("PYTHONPATH")] if p])
-  return env
-
-
 def _worker_cmd(kind: str, spec: dict) -> list[str]:
   return [sys.executable, os.path.abspath(__file__), "--worker", kind, "--spec", json.dumps(spec)]
 
@@ -277,7 +267,7 @@ def _pinned_twins(args) -> dict:
 def run_twin(kind: str, spec: dict, cores, timeout: float | None = None) -> dict:
   """Runs worker ``kind`` pinned to ``cores``; its result with the process's wall and CPU
   time and the load before and after, or ``{"error": ...}`` with them."""
-  proc = twins.run_pinned(_worker_cmd(kind, spec), cores, env=_worker_env(), timeout=timeout)
+  proc = twins.run_pinned(_worker_cmd(kind, spec), cores, env=twins.worker_env(), timeout=timeout)
   out = twins.last_json(proc["stdout"])
   meta = {k: proc[k] for k in ("cores", "wall_s", "cpu_s", "load_before", "load_after")}
   if proc["returncode"] != 0 or out is None:
@@ -438,7 +428,7 @@ def resume(args) -> list[dict]:
     starts = [("first", cache, args.resume_steps), ("resumed", cache, 1),
               ("resumed", "off", 1)]
     for start, cache_setting, steps in starts:
-      env = _worker_env()
+      env = twins.worker_env()
       env["VEDGAN_COMPILATION_CACHE"] = cache_setting
       before = twins.last_step(metrics)
       row = {"start": start, "cache": "off" if cache_setting == "off" else "on (filled by the "

@@ -75,6 +75,18 @@ PIN = ("import os, sys; os.sched_setaffinity(0, [int(c) for c in sys.argv[1].spl
        "os.execvp(sys.argv[2], sys.argv[2:])")
 
 
+def worker_env() -> dict:
+  """The environment of a measuring subprocess: no persistent compilation cache (a cache
+  hit would time a disk read, not a compile), ``benchmarks/`` and the repo importable."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  env = dict(os.environ)
+  for key in ("JAX_COMPILATION_CACHE_DIR", "VEDGAN_COMPILATION_CACHE"):
+    env.pop(key, None)
+  env["PYTHONPATH"] = os.pathsep.join([here, os.path.dirname(here)]
+                                      + [p for p in [env.get("PYTHONPATH")] if p])
+  return env
+
+
 def pinned_command(cmd: list[str], cores) -> list[str]:
   """``cmd`` prefixed so that it runs pinned to ``cores`` from its first instruction."""
   return [sys.executable, "-c", PIN, ",".join(str(c) for c in sorted(cores))] + list(cmd)
