@@ -1,5 +1,6 @@
 """Installed use: the shipped configs by name or path, the ``vedgan`` command, the metadata."""
 import ast
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -97,6 +98,8 @@ def test_metadata_declares_what_vedgan_imports():
           "sentencepiece", "ml_collections"} <= names
   assert "torch" not in names
   assert project["scripts"]["vedgan"] == "vedgan.cli:run"
+  # ml_dtypes 0.7.0 adds about a second to every process that imports jax
+  assert "ml_dtypes!=0.7.0" in project["dependencies"]
   assert {"test", "bench", "tensorboard", "docs", "hf", "stream", "export"} <= set(
       project["optional-dependencies"])
 
@@ -143,3 +146,8 @@ def test_vedgan_command_trains_a_shipped_config_by_name_outside_a_checkout(tmp_p
   lines = [line for line in proc.stderr.splitlines() if line.strip()]
   assert lines[-1].startswith("vedgan: error: --config seq2sek:demo: no such config file")
   assert not (tmp_path / "x").exists()
+
+
+def test_the_installed_ml_dtypes_is_not_the_slow_importing_one():
+  """What pip resolved honours the exclusion above (0.7.0's import: about 1 s per process)."""
+  assert importlib.metadata.version("ml_dtypes") != "0.7.0"
