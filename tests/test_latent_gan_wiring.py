@@ -21,7 +21,7 @@ import pytest
 from conftest import make_config
 from fakes import FakeTokenizer
 
-from vedgan import parallel
+from vedgan import parallel, relax
 from vedgan.decode import DecodeOptions
 from vedgan.nn import gan
 from vedgan.papers.latent_gan import algorithm, lstm_lm
@@ -284,7 +284,7 @@ def _replay_sample(obj, g_params, z, key, tau2):
   for t in range(T):
     carry, o = obj.generator.apply(variables, carry, prev, jnp.int32(t),
                                    method=gan.Generator.step)
-    g = jax.random.gumbel(jax.random.fold_in(key, t), o.shape, jnp.float32)
+    g = relax.gumbel_noise(jax.random.fold_in(key, t), o.shape, jnp.float32)
     word = np.where(done, BLANK, np.asarray(jnp.argmax(o / tau2 + g, -1)))
     done |= word == BLANK
     words.append(word)

@@ -324,11 +324,11 @@ def sample(step_fn: StepFn, init_carry: Any, key: jax.Array, batch_size: int, ma
       scaled = constraints.nucleus(scaled, top_p)
     if 0 < top_k < logits.shape[-1]:
       values, ids = lax.top_k(scaled, top_k)             # [B, k], sorted
-      pick = jax.random.categorical(step_key, values, axis=-1)
+      pick = relax.gumbel_max(step_key, values, axis=-1)
       tok = _take(ids, pick).astype(jnp.int32)
       logp = _take(jax.nn.log_softmax(values), pick)
     else:
-      tok = jax.random.categorical(step_key, scaled, axis=-1).astype(jnp.int32)
+      tok = relax.gumbel_max(step_key, scaled, axis=-1)
       logp = _take(jax.nn.log_softmax(scaled), tok)
     if traced_temperature:
       arg_max = relax.first_argmax(logits)

@@ -162,8 +162,8 @@ def token_nll(params, tokens: jax.Array) -> jax.Array:
 def categorical(key: jax.Array, logits: jax.Array) -> jax.Array:
   """One draw per row from ``softmax(logits [B, V])`` by inverting the CDF with a single
   uniform per row (``[B]`` int32): exact up to float32 rounding of the cumulative sum, and
-  ``V`` times fewer random numbers than Gumbel-max (``jax.random.categorical``), which
-  dominates the cost of sampling at V = 5000 on a CPU."""
+  ``V`` times fewer random numbers than Gumbel-max (:func:`vedgan.relax.gumbel_max`,
+  ``jax.random.categorical``), which dominates the cost of sampling at V = 5000 on a CPU."""
   probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   cdf = jnp.cumsum(probs, axis=-1)
   u = jax.random.uniform(key, logits.shape[:-1] + (1,), jnp.float32) * cdf[..., -1:]

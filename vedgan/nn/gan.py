@@ -262,7 +262,7 @@ def sample_tokens(generator: Generator, params, z: Array, key: Array, length: in
   def body(state, t):
     carry, prev, done = state
     carry, o = generator.apply(variables, carry, prev, t, method=Generator.step)
-    g = jax.random.gumbel(jax.random.fold_in(key, t), o.shape, jnp.float32)
+    g = relax.gumbel_noise(jax.random.fold_in(key, t), o.shape, jnp.float32)
     token = relax.first_argmax(o / scale + jnp.where(greedy, 0.0, g))
     token = jnp.where(done, blank_id, token)
     done = done | (token == blank_id)
