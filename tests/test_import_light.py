@@ -19,7 +19,7 @@ HEAVY = ("flax", "tensorflow", "tensorflow_datasets", "optax", "orbax",
          "vedgan.data", "vedgan.papers", "vedgan.objective", "vedgan.steps", "vedgan.train",
          "vedgan.metrics",
          "vedgan.parallel", "vedgan.main")
-ALLOWED_IMPORTS = {"__future__", "functools", "math", "numbers", "typing", "jax",
+ALLOWED_IMPORTS = {"__future__", "contextlib", "functools", "math", "numbers", "typing", "jax",
                    "numpy"}
 
 

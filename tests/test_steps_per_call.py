@@ -36,7 +36,11 @@ def _train(config, workdir):
   return params, rows, keys
 
 
-def _same(a_rows, b_rows, a_params, b_params):
+def _same(a_rows, b_rows, a_params, b_params, params_atol=1e-6):
+  """Same logged rows (1e-6) and parameters (``params_atol``: Adam divides each update by
+  the root of its running squared gradient, so a parameter whose gradients are all near
+  zero moves by ``lr * g / |g|`` and carries the round-off of ``g`` at the scale of
+  ``lr``)."""
   assert [(r["step"], r["split"]) for r in a_rows] == [(r["step"], r["split"]) for r in b_rows]
   for ra, rb in zip(a_rows, b_rows):
     assert ra.keys() == rb.keys()
@@ -46,7 +50,7 @@ def _same(a_rows, b_rows, a_params, b_params):
       else:
         assert ra[k] == rb[k], k
   for a, b in zip(jax.tree.leaves(a_params), jax.tree.leaves(b_params)):
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=params_atol)
 
 
 @pytest.mark.slow
@@ -72,7 +76,12 @@ def test_gan_cycle_two_disc_one_gen_matches_single_steps(tmp_path):
                                         train__steps_per_call=4, **common), tmp_path / "k4")
   # A call never crosses the cycle: two "disc" steps per call, one "gen" step.
   assert keys4 == [("gan", "disc", 2), ("gan", "gen", 1)]
-  _same(rows1, rows4, p1, p4)
+  # 1e-5: with the rollout noise drawn row by row (relax.gumbel_noise) a few output biases
+  # with near-zero gradients differ by up to 5e-6 after 12 Adam steps (lr 1e-3) between a
+  # scan of steps and single steps (drawn as one array, they matched at 1e-6: float32
+  # round-off of differently compiled programs, amplified by Adam); a step fed the wrong
+  # batch or key moves parameters by ~lr, 100x more.
+  _same(rows1, rows4, p1, p4, params_atol=1e-5)
 
 
 def test_call_lengths_stop_at_every_boundary():
